@@ -1,0 +1,1 @@
+"""Board adapters, one module each, found by URL scheme through entry points."""

@@ -1,0 +1,216 @@
+"""The Worker: many concurrent consumers of one board in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+import anyio
+
+from .board import JobBoard
+from .claims import Claim, Finish
+from .errors import ClaimLost
+from .jobs import Job
+
+__all__ = ["Handler", "Worker"]
+
+logger = logging.getLogger("aiojobboard.worker")
+
+#: What a Worker runs for each job it claims.
+Handler = Callable[[Job, Claim], Awaitable[None]]
+
+
+class Worker:
+    """Claim jobs from *board* and run *handler* on each, *concurrency* at once.
+
+    A handler that returns has its job consumed; one that raises has it
+    abandoned, so that another attempt follows. The handler runs at most
+    *max_attempts* times for a job: when the last run raises, the job is
+    trashed instead, and a job claimed more often than that (its earlier
+    holders died mid-run) is trashed without running.
+    """
+
+    def __init__(
+        self,
+        board: JobBoard,
+        handler: Handler,
+        *,
+        name: str,
+        concurrency: int = 1,
+        max_attempts: int | None = None,
+        lease: float | None = None,
+        grace: float = 30.0,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"a worker name must be a non-empty str, not {name!r}")
+        _check_count("concurrency", concurrency)
+        if max_attempts is not None:
+            _check_count("max_attempts", max_attempts)
+        if not math.isfinite(grace) or grace < 0:
+            raise ValueError(f"grace must be seconds at or above 0, not {grace}")
+        self.board = board
+        self.handler = handler
+        self.name = name
+        self.concurrency = concurrency
+        self.max_attempts = max_attempts
+        self.lease = lease
+        self.grace = grace
+        #: Jobs whose handler returned, raised, or that were trashed unrun.
+        self.consumed = self.failed = self.trashed = self.lost = 0
+        self._busy = 0
+        self._stopping = False
+        self._idle_scopes: set[anyio.CancelScope] = set()
+        self._run_scope: anyio.CancelScope | None = None
+        self._done = asyncio.Event()
+
+    def __repr__(self) -> str:
+        if self._run_scope is None:
+            state = "stopped" if self._done.is_set() else "not started"
+        else:
+            state = "stopping" if self._stopping else "running"
+        return (
+            f"<Worker {self.name!r} {state}, {self._busy} of "
+            f"{self.concurrency} busy, consumed={self.consumed} "
+            f"failed={self.failed} trashed={self.trashed} lost={self.lost}>"
+        )
+
+    @property
+    def busy(self) -> int:
+        """How many jobs the worker is running now."""
+        return self._busy
+
+    async def run(self) -> None:
+        """Consume jobs until cancelled, or until :meth:`stop` has drained them."""
+        if self._run_scope is not None:
+            raise RuntimeError(f"worker {self.name!r} is already running")
+        logger.info(
+            "worker %r consuming %s with concurrency %d",
+            self.name,
+            self.board.url,
+            self.concurrency,
+        )
+        try:
+            async with anyio.create_task_group() as group:
+                self._run_scope = group.cancel_scope
+                for _ in range(self.concurrency):
+                    group.start_soon(self._consume)
+        finally:
+            self._run_scope = None
+            self._done.set()
+            logger.info("worker %r stopped", self.name)
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish within the grace period.
+
+        Jobs still running after it are cancelled, which abandons them for
+        another consumer. Returns once the worker has stopped.
+        """
+        self._stopping = True
+        for scope in self._idle_scopes:
+            scope.cancel()
+        if self._run_scope is None:
+            return
+        with anyio.move_on_after(self.grace):
+            await self._done.wait()
+        if self._run_scope is not None:
+            logger.warning(
+                "worker %r: %d jobs still running after a grace of %g s; "
+                "cancelling them, their jobs go back to the board",
+                self.name,
+                self._busy,
+                self.grace,
+            )
+            self._run_scope.cancel()
+            await self._done.wait()
+
+    async def _consume(self) -> None:
+        while not self._stopping:
+            claim = await self.board.claim_next(self.name, self.lease)
+            if claim is None:
+                await self._idle()
+            else:
+                await self._run(claim)
+
+    async def _idle(self) -> None:
+        with anyio.CancelScope() as scope:
+            self._idle_scopes.add(scope)
+            try:
+                if not self._stopping:
+                    await self.board.wait()
+            finally:
+                self._idle_scopes.discard(scope)
+
+    async def _run(self, claim: Claim) -> None:
+        job = claim.job
+        last = self.max_attempts is not None and claim.attempt >= self.max_attempts
+        handler_failed = False
+        self._busy += 1
+        try:
+            if self.max_attempts is not None and claim.attempt > self.max_attempts:
+                await self._trash_poison(claim)
+                return
+            async with claim.guard(Finish.TRASH if last else Finish.ABANDON):
+                try:
+                    await self.handler(job, claim)
+                except Exception:
+                    handler_failed = True
+                    raise
+            self.consumed += 1
+        except ClaimLost as exc:
+            self.lost += 1
+            logger.warning("worker %r: %s; its work is void", self.name, exc)
+        except Exception as exc:
+            if handler_failed:
+                self._count_failure(claim, last)
+            else:
+                logger.warning(
+                    "worker %r: could not finish job %s: %s", self.name, job.uuid, exc
+                )
+        finally:
+            self._busy -= 1
+
+    def _count_failure(self, claim: Claim, last: bool) -> None:
+        job = claim.job
+        self.failed += 1
+        if last:
+            self.trashed += 1
+            logger.error(
+                "worker %r: job %s (%r) failed on its last attempt, %d; trashed",
+                self.name,
+                job.uuid,
+                job.name,
+                claim.attempt,
+                exc_info=True,
+            )
+        else:
+            logger.warning(
+                "worker %r: job %s (%r) failed on attempt %d; abandoned for retry",
+                self.name,
+                job.uuid,
+                job.name,
+                claim.attempt,
+                exc_info=True,
+            )
+
+    async def _trash_poison(self, claim: Claim) -> None:
+        job = claim.job
+        logger.error(
+            "worker %r: job %s (%r) was claimed %d times, over max_attempts=%d, "
+            "without finishing (its holders died?); trashed unrun",
+            self.name,
+            job.uuid,
+            job.name,
+            claim.attempt,
+            self.max_attempts,
+        )
+        await claim.trash()
+        self.trashed += 1
+
+
+def _check_count(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{what} must be at least 1, not {value}")

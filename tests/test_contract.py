@@ -1,0 +1,619 @@
+"""The board contract, run unchanged against every adapter under test."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC
+from typing import Any
+
+import pytest
+
+import aiojobboard as ajb
+
+from .conftest import OpenBoard
+
+LEASE = 0.5
+
+
+def stall(seconds: float) -> None:
+    """Block the event loop, as a CPU-bound handler would."""
+    time.sleep(seconds)
+
+
+async def stop_renewing(board: ajb.JobBoard) -> None:
+    """Make *board* stop renewing its leases, as if its process had died."""
+    board._start_keeper = lambda claim: None  # type: ignore[method-assign]
+    await board._stop_keeper()
+
+
+async def names(board: ajb.JobBoard, **kwargs: Any) -> list[str]:
+    return [job.name async for job in board.iterjobs(**kwargs)]
+
+
+# -- posting -----------------------------------------------------------------
+async def test_post_returns_the_job(board: ajb.JobBoard) -> None:
+    job = await board.post("resize", {"image": "a.png", "sizes": [1, 2]})
+    assert job.name == "resize"
+    assert dict(job.details) == {"image": "a.png", "sizes": [1, 2]}
+    assert job.priority is ajb.JobPriority.NORMAL
+    assert job.created_on.tzinfo is not None
+    assert job.created_on.utcoffset() == UTC.utcoffset(None)
+    assert job.book_uuid is None
+    assert job.book_name is None
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+    assert await job.get_owner() is None
+    assert await board.job_count() == 1
+
+
+async def test_details_cannot_be_changed(board: ajb.JobBoard) -> None:
+    details = {"a": 1}
+    job = await board.post("x", details)
+    details["a"] = 2
+    assert job.details["a"] == 1
+    with pytest.raises(TypeError):
+        job.details["a"] = 3  # type: ignore[index]
+
+
+async def test_sequence_and_uuid(board: ajb.JobBoard) -> None:
+    jobs = [await board.post(f"j{i}") for i in range(5)]
+    sequences = [job.sequence for job in jobs]
+    assert sequences == sorted(sequences)
+    assert len(set(sequences)) == 5
+    assert len({job.uuid for job in jobs}) == 5
+
+
+@pytest.mark.parametrize(
+    ("name", "details", "message"),
+    [
+        ("", None, "empty"),
+        ("   ", None, "empty"),
+        (42, None, "str"),
+        ("x", ["not", "a", "mapping"], "mapping"),
+        ("x", {"s": {1, 2}}, "set"),
+        ("x", {"f": float("nan")}, "nan"),
+        ("x", {"nested": {1: "int key"}}, "key"),
+        ("x", {"o": object()}, "object"),
+    ],
+)
+async def test_bad_postings_write_nothing(
+    board: ajb.JobBoard, name: Any, details: Any, message: str
+) -> None:
+    await board.post("keep")
+    with pytest.raises(ajb.InvalidJob, match=f"(?i){message}"):
+        await board.post(name, details)
+    assert await board.job_count() == 1
+    assert await names(board) == ["keep"]
+
+
+async def test_bad_priority(board: ajb.JobBoard) -> None:
+    with pytest.raises(ajb.InvalidJob, match="priority"):
+        await board.post("x", priority=7)  # type: ignore[arg-type]
+    assert await board.job_count() == 0
+
+
+async def test_priority_by_name(board: ajb.JobBoard) -> None:
+    job = await board.post("x", priority="high")
+    assert job.priority is ajb.JobPriority.HIGH
+
+
+async def test_posting_over_the_size_limit(board: ajb.JobBoard) -> None:
+    big = "x" * (ajb.MAX_JOB_SIZE + 1)
+    with pytest.raises(ajb.InvalidJob, match="limit"):
+        await board.post("big", {"blob": big})
+    assert await board.job_count() == 0
+    fits = "x" * (ajb.MAX_JOB_SIZE - 1000)
+    await board.post("fits", {"blob": fits})
+    assert await board.job_count() == 1
+
+
+async def test_size_limit_from_url(open_board: OpenBoard) -> None:
+    small = await open_board(max_job_size=200)
+    with pytest.raises(ajb.InvalidJob, match="200 bytes"):
+        await small.post("x", {"blob": "y" * 300})
+    await small.post("x", {"blob": "y" * 10})
+
+
+async def test_book_is_recorded(board: ajb.JobBoard) -> None:
+    book = ajb.book.LogBook("orders")
+    job = await board.post("x", book=book)
+    assert (job.book_uuid, job.book_name) == (book.uuid, "orders")
+    with pytest.raises(ajb.InvalidJob, match="book"):
+        await board.post("y", book="not a book")  # type: ignore[arg-type]
+
+
+# -- reading -----------------------------------------------------------------
+async def test_order_is_priority_then_age(board: ajb.JobBoard) -> None:
+    await board.post("low", priority=ajb.JobPriority.LOW)
+    await board.post("normal-1")
+    await board.post("very-high", priority=ajb.JobPriority.VERY_HIGH)
+    await board.post("normal-2")
+    await board.post("very-low", priority=ajb.JobPriority.VERY_LOW)
+    await board.post("high", priority=ajb.JobPriority.HIGH)
+    expected = ["very-high", "high", "normal-1", "normal-2", "low", "very-low"]
+    assert await names(board) == expected
+
+
+async def test_only_unclaimed(board: ajb.JobBoard) -> None:
+    first = await board.post("first")
+    await board.post("second")
+    await board.claim(first, "w")
+    assert await names(board) == ["first", "second"]
+    assert await names(board, only_unclaimed=True) == ["second"]
+
+
+async def test_abandoned_job_keeps_its_place(board: ajb.JobBoard) -> None:
+    first = await board.post("first")
+    await board.post("second")
+    claim = await board.claim(first, "w")
+    await board.post("third")
+    await claim.abandon()
+    assert await names(board, only_unclaimed=True) == ["first", "second", "third"]
+    nxt = await board.claim_next("w")
+    assert nxt is not None
+    assert nxt.job.name == "first"
+
+
+async def test_follow_yields_new_and_returned_jobs(board: ajb.JobBoard) -> None:
+    first = await board.post("first")
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for job in board.iterjobs(only_unclaimed=True, follow=True):
+            seen.append(job.name)
+            if len(seen) == 3:
+                return
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    claim = await board.claim(first, "w")
+    await board.post("second")
+    await claim.abandon()
+    await asyncio.wait_for(follower, 5)
+    assert seen == ["first", "second", "first"]
+
+
+async def test_follow_ends_when_the_board_closes(open_board: OpenBoard) -> None:
+    board = await open_board()
+    await board.post("only")
+    seen: list[str] = []
+
+    async def follow() -> None:
+        async for job in board.iterjobs(follow=True):
+            seen.append(job.name)
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    await board.close()
+    await asyncio.wait_for(follower, 5)
+    assert seen == ["only"]
+
+
+async def test_job_count(board: ajb.JobBoard) -> None:
+    jobs = [await board.post(f"j{i}") for i in range(3)]
+    await board.claim(jobs[0], "w")
+    assert await board.job_count() == 3
+    await board.consume(jobs[0], "w")
+    assert await board.job_count() == 2
+
+
+# -- claiming ----------------------------------------------------------------
+async def test_claim_and_consume(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    claim = await board.claim(job, "worker-1")
+    assert claim.owner == "worker-1"
+    assert claim.attempt == 1
+    assert claim.held
+    assert not claim.lost
+    assert await job.get_state() is ajb.JobState.CLAIMED
+    assert await job.get_owner() == "worker-1"
+    assert await board.find_owner(job) == "worker-1"
+    await claim.consume()
+    assert claim.state is ajb.ClaimState.CONSUMED
+    assert await job.get_state() is ajb.JobState.COMPLETE
+    assert await job.get_owner() is None
+    assert await board.job_count() == 0
+    with pytest.raises(ajb.NotFound):
+        await board.find_owner(job)
+    with pytest.raises(ajb.NotFound):
+        await board.claim(job, "worker-2")
+
+
+async def test_claimed_job_is_unclaimable(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    await board.claim(job, "worker-1")
+    for who in ("worker-1", "worker-2"):
+        with pytest.raises(ajb.UnclaimableJob, match="worker-1") as caught:
+            await board.claim(job, who)
+        assert caught.value.owner == "worker-1"
+
+
+async def test_tokens_increase_and_attempts_count(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    tokens = []
+    for attempt in (1, 2, 3):
+        claim = await board.claim(job, f"w{attempt}")
+        assert claim.attempt == attempt
+        tokens.append(claim.token)
+        await claim.abandon()
+    assert tokens == sorted(tokens)
+    assert len(set(tokens)) == 3
+
+
+async def test_finish_by_name(board: ajb.JobBoard) -> None:
+    kept, trashed = await board.post("kept"), await board.post("trashed")
+    await board.claim(kept, "w")
+    await board.claim(trashed, "w")
+    await board.abandon(kept, "w")
+    assert await kept.get_state() is ajb.JobState.UNCLAIMED
+    await board.trash(trashed, "w")
+    assert await trashed.get_state() is ajb.JobState.COMPLETE
+    assert await names(board) == ["kept"]
+
+
+async def test_only_the_owner_finishes(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    for finish in (board.consume, board.abandon, board.trash):
+        with pytest.raises(ajb.NotOwner, match="not claimed"):
+            await finish(job, "w1")
+    await board.claim(job, "w1")
+    for finish in (board.consume, board.abandon, board.trash):
+        with pytest.raises(ajb.NotOwner, match="w1"):
+            await finish(job, "w2")
+    assert await board.find_owner(job) == "w1"
+    await board.consume(job, "w1")
+    with pytest.raises(ajb.NotFound):
+        await board.consume(job, "w1")
+
+
+async def test_a_stale_holder_cannot_finish(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    stale = await board.claim(job, "w", lease=LEASE)
+    stall(LEASE * 1.5)
+    fresh = await board.claim(job, "w")
+    assert fresh.token > stale.token
+    assert fresh.attempt == 2
+    for finish in (stale.consume, stale.abandon, stale.trash):
+        with pytest.raises(ajb.NotOwner):
+            await finish()
+    assert stale.lost
+    assert await board.find_owner(job) == "w"
+    await fresh.consume()
+    assert await job.get_state() is ajb.JobState.COMPLETE
+
+
+async def test_a_finished_claim_cannot_finish_again(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    claim = await board.claim(job, "w")
+    await claim.abandon()
+    again = await board.claim(job, "w")
+    with pytest.raises(ajb.NotOwner, match="abandoned"):
+        await claim.consume()
+    assert await board.find_owner(job) == "w"
+    await again.consume()
+
+
+async def test_claim_next_follows_board_order(board: ajb.JobBoard) -> None:
+    assert await board.claim_next("w") is None
+    await board.post("normal")
+    await board.post("high", priority=ajb.JobPriority.HIGH)
+    taken = []
+    while (claim := await board.claim_next("w")) is not None:
+        taken.append(claim.job.name)
+    assert taken == ["high", "normal"]
+
+
+async def test_bad_owner_and_lease(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    with pytest.raises(TypeError, match="owner"):
+        board.claim(job, 7)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="owner"):
+        board.claim(job, "")
+    with pytest.raises(ValueError, match="lease"):
+        board.claim(job, "w", lease=0)
+    with pytest.raises(TypeError, match="lease"):
+        board.claim(job, "w", lease="10")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="Job"):
+        board.claim(job.uuid, "w")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="owner"):
+        await board.consume(job, "")
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+
+
+async def test_many_consumers_claim_each_job_once(board: ajb.JobBoard) -> None:
+    for i in range(200):
+        await board.post(f"j{i}")
+    consumed: list[str] = []
+
+    async def consumer(who: str) -> None:
+        while (claim := await board.claim_next(who)) is not None:
+            await asyncio.sleep(0)
+            consumed.append(claim.job.uuid)
+            await claim.consume()
+
+    await asyncio.gather(*(consumer(f"w{i}") for i in range(20)))
+    assert len(consumed) == 200
+    assert len(set(consumed)) == 200
+    assert await board.job_count() == 0
+
+
+# -- the claim as a context manager ------------------------------------------
+async def test_clean_exit_consumes(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    async with board.claim(job, "w") as claim:
+        assert await job.get_owner() == "w"
+    assert claim.state is ajb.ClaimState.CONSUMED
+    assert await job.get_state() is ajb.JobState.COMPLETE
+
+
+async def test_exception_abandons(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    with pytest.raises(KeyError):
+        async with board.claim(job, "w") as claim:
+            raise KeyError("boom")
+    assert claim.state is ajb.ClaimState.ABANDONED
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+    async with board.claim(job, "w") as again:
+        assert again.attempt == 2
+
+
+async def test_cancelled_body_abandons(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with board.claim(job, "w"):
+            entered.set()
+            await asyncio.sleep(60)
+
+    task = asyncio.create_task(hold())
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+
+
+async def test_leases_are_renewed_while_held(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    async with board.claim(job, "w", lease=LEASE) as claim:
+        await asyncio.sleep(LEASE * 3)
+        assert claim.held
+        assert await job.get_owner() == "w"
+    assert await job.get_state() is ajb.JobState.COMPLETE
+
+
+async def test_a_lapsed_lease_cancels_the_body(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    finished_sleeping = False
+    with pytest.raises(ajb.ClaimLost, match="lease"):
+        async with board.claim(job, "w", lease=LEASE) as claim:
+            stall(LEASE * 1.5)
+            await asyncio.sleep(5)
+            finished_sleeping = True
+    assert not finished_sleeping
+    assert claim.lost
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+    nxt = await board.claim(job, "other")
+    assert nxt.attempt == 2
+
+
+async def test_claim_lost_wins_over_the_body_error(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    with pytest.raises(ajb.ClaimLost) as caught:
+        async with board.claim(job, "w", lease=LEASE):
+            stall(LEASE * 1.5)
+            await asyncio.sleep(0.05)  # the lease keeper notices here
+            raise ValueError("late")
+    assert isinstance(caught.value.__context__, ValueError | asyncio.CancelledError)
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+
+
+async def test_claim_lost_at_the_final_consume(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    with pytest.raises(ajb.ClaimLost):
+        async with board.claim(job, "w", lease=LEASE):
+            stall(LEASE * 1.5)
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+
+
+async def test_renewal_never_revives(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    claim = await board.claim(job, "w", lease=LEASE)
+    stall(LEASE * 1.5)
+    await asyncio.sleep(LEASE)
+    assert claim.lost
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+    with pytest.raises(ajb.NotOwner):
+        await claim.consume()
+
+
+async def test_a_dead_owners_job_comes_back(open_board: OpenBoard) -> None:
+    dead, alive = await open_board(), await open_board()
+    job = await dead.post("x")
+    first = await dead.claim(job, "dead-worker", lease=LEASE)
+    await stop_renewing(dead)
+    assert await alive.find_owner(job) == "dead-worker"
+    await alive.wait(timeout=LEASE * 6)
+    second = await alive.claim(job, "alive-worker")
+    assert second.attempt == 2
+    assert second.token > first.token
+    await second.consume()
+    assert await job.get_state() is ajb.JobState.COMPLETE
+
+
+# -- waiting -----------------------------------------------------------------
+async def test_wait_returns_at_once_with_a_job_unclaimed(board: ajb.JobBoard) -> None:
+    await board.post("x")
+    await asyncio.wait_for(board.wait(), 1)
+
+
+async def test_wait_times_out(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    await board.claim(job, "w")
+    with pytest.raises(TimeoutError):
+        await board.wait(timeout=0.1)
+
+
+async def test_wait_is_woken_by_a_post(open_board: OpenBoard) -> None:
+    waiter, poster = await open_board(), await open_board()
+    task = asyncio.create_task(waiter.wait(timeout=10))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    started = time.monotonic()
+    await poster.post("x")
+    await task
+    assert time.monotonic() - started < 2
+
+
+async def test_wait_is_woken_by_an_abandon(board: ajb.JobBoard) -> None:
+    claim = await board.claim(await board.post("x"), "w")
+    task = asyncio.create_task(board.wait(timeout=10))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    await claim.abandon()
+    await asyncio.wait_for(task, 2)
+
+
+async def test_job_wait(open_board: OpenBoard) -> None:
+    board, other = await open_board(), await open_board()
+    job = await board.post("x")
+    assert await job.wait(timeout=0.05) is False
+    task = asyncio.create_task(job.wait(timeout=10))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    seen = await other.claim_next("w")
+    assert seen is not None
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    await seen.consume()
+    assert await asyncio.wait_for(task, 2) is True
+    assert await job.wait(timeout=0) is True
+
+
+# -- events ------------------------------------------------------------------
+async def test_events_in_order(open_board: OpenBoard) -> None:
+    board, other = await open_board(), await open_board()
+    kinds: list[ajb.EventKind] = []
+
+    async def listen() -> None:
+        async for event in board.events():
+            kinds.append(event.kind)
+            if event.kind is ajb.EventKind.TRASHED:
+                return
+
+    listener = asyncio.create_task(listen())
+    await asyncio.sleep(0.05)
+    job = await other.post("x")
+    claim = await other.claim(job, "w")
+    await claim.abandon()
+    async with other.claim(job, "w"):
+        pass
+    trashed = await other.claim(await other.post("y"), "w")
+    await trashed.trash()
+    await asyncio.wait_for(listener, 5)
+    assert kinds == [
+        ajb.EventKind.POSTED,
+        ajb.EventKind.CLAIMED,
+        ajb.EventKind.ABANDONED,
+        ajb.EventKind.CLAIMED,
+        ajb.EventKind.CONSUMED,
+        ajb.EventKind.POSTED,
+        ajb.EventKind.CLAIMED,
+        ajb.EventKind.TRASHED,
+    ]
+
+
+async def test_expiry_is_an_event(open_board: OpenBoard) -> None:
+    dead, watcher = await open_board(), await open_board()
+    job = await dead.post("x")
+    await dead.claim(job, "dead-worker", lease=LEASE)
+    await stop_renewing(dead)
+
+    async def first_expiry() -> ajb.JobEvent:
+        async for event in watcher.events():
+            if event.kind is ajb.EventKind.EXPIRED:
+                return event
+        raise AssertionError("events() ended")
+
+    event = await asyncio.wait_for(first_expiry(), LEASE * 10)
+    assert event.job_uuid == job.uuid
+    assert event.owner == "dead-worker"
+
+
+# -- closing and connecting --------------------------------------------------
+async def test_close_abandons_and_refuses(open_board: OpenBoard) -> None:
+    board, other = await open_board(), await open_board()
+    job = await board.post("x")
+    claim = await board.claim(job, "w")
+    await board.close()
+    await board.close()
+    assert claim.lost
+    assert await other.find_owner(job) is None
+    calls = [
+        board.post("y"),
+        board.job_count(),
+        board.wait(timeout=1),
+        board.find_owner(job),
+        board.claim_next("w"),
+        board.consume(job, "w"),
+        job.get_state(),
+    ]
+    for call in calls:
+        with pytest.raises(ajb.BoardClosed):
+            await call
+    with pytest.raises(ajb.BoardClosed):
+        await board.claim(job, "w")
+    with pytest.raises(ajb.BoardClosed):
+        [j async for j in board.iterjobs()]
+    assert "closed" in repr(board)
+
+
+async def test_close_ends_events_and_loses_held_claims(open_board: OpenBoard) -> None:
+    board = await open_board()
+    job = await board.post("x")
+    entered = asyncio.Event()
+
+    async def hold() -> None:
+        async with board.claim(job, "w"):
+            entered.set()
+            await asyncio.sleep(60)
+
+    async def listen() -> int:
+        return len([event async for event in board.events()])
+
+    holder = asyncio.create_task(hold())
+    listener = asyncio.create_task(listen())
+    await entered.wait()
+    await board.close()
+    with pytest.raises(ajb.ClaimLost, match="closed"):
+        await asyncio.wait_for(holder, 5)
+    assert await asyncio.wait_for(listener, 5) >= 0
+
+
+async def test_connect_awaited_and_as_a_context_manager(board_url: str) -> None:
+    board = await ajb.connect(board_url)
+    try:
+        await board.post("x")
+    finally:
+        await board.close()
+    async with ajb.connect(board_url) as again:
+        assert await again.job_count() == 1
+    assert again.closed
+
+
+async def test_bad_options_are_named(board_url: str) -> None:
+    scheme = board_url.partition("://")[0]
+    with pytest.raises(ValueError, match="bogus"):
+        await ajb.connect(f"{board_url}{'&' if '?' in board_url else '?'}bogus=1")
+    with pytest.raises(ValueError, match="lease"):
+        await ajb.connect(f"{board_url}{'&' if '?' in board_url else '?'}lease=-1")
+    with pytest.raises(ValueError, match=f"{scheme}://"):
+        ajb.connect("nosuch://host")
+
+
+async def test_not_a_url() -> None:
+    with pytest.raises(ValueError, match="scheme"):
+        ajb.connect("just-a-name")
+    with pytest.raises(TypeError):
+        ajb.connect(42)  # type: ignore[arg-type]
