@@ -17,7 +17,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -26,7 +26,7 @@ import anyio.lowlevel
 
 from ._connect import mask_url
 from .claims import Claim, ClaimContext, Finish, Grant
-from .errors import BoardClosed, JobBoardError, NotFound, NotOwner
+from .errors import BoardClosed, InvalidJob, JobBoardError, NotFound, NotOwner
 from .events import (
     CLAIMABLE_KINDS,
     FINAL_KINDS,
@@ -160,6 +160,21 @@ class JobBoard(abc.ABC):
         job = await self._post(posting)
         logger.debug("posted job %s (%r) as #%d", job.uuid, job.name, job.sequence)
         return job
+
+    async def post_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
+        """Post several jobs at once, all or none, and return them in order.
+
+        Each item holds the arguments of :meth:`post` by name: ``name``, and
+        optionally ``details``, ``priority`` and ``book``. Every posting is
+        checked before any is written.
+        """
+        self._check_open()
+        postings = [self._posting_of(index, item) for index, item in enumerate(jobs)]
+        if not postings:
+            return []
+        posted = await self._post_many(postings)
+        logger.debug("posted %d jobs", len(posted))
+        return posted
 
     async def iterjobs(
         self, only_unclaimed: bool = False, follow: bool = False
@@ -338,6 +353,10 @@ class JobBoard(abc.ABC):
     async def _post(self, posting: Posting) -> Job:
         """Store *posting* under the board's next sequence number; emit POSTED."""
 
+    async def _post_many(self, postings: Sequence[Posting]) -> list[Job]:
+        """Store several postings in order; adapters override this to batch."""
+        return [await self._post(posting) for posting in postings]
+
     @abc.abstractmethod
     async def _get_job(self, uuid: str) -> Job | None:
         """Return the job, or ``None`` if it is not on the board."""
@@ -392,6 +411,25 @@ class JobBoard(abc.ABC):
     def _check_open(self) -> None:
         if self._closed:
             raise BoardClosed(f"board {self._url!r} is closed")
+
+    def _posting_of(self, index: int, item: Mapping[str, Any]) -> Posting:
+        if not isinstance(item, Mapping):
+            raise InvalidJob(
+                f"job #{index} must be a mapping, not {type(item).__name__}"
+            )
+        unknown = set(item) - {"name", "details", "priority", "book"}
+        if unknown:
+            raise InvalidJob(f"job #{index} has unknown fields: {sorted(unknown)}")
+        try:
+            return Posting.create(
+                item.get("name"),
+                item.get("details"),
+                item.get("priority", JobPriority.NORMAL),
+                item.get("book"),
+                self.max_job_size,
+            )
+        except InvalidJob as exc:
+            raise InvalidJob(f"job #{index}: {exc}") from None
 
     def _lease_of(self, lease: float | None) -> float:
         if lease is None:

@@ -18,13 +18,18 @@ import aiojobboard as ajb
 #: How to make the URL of a fresh board, per adapter.
 BOARD_URLS: dict[str, Callable[[str], str]] = {
     "memory": lambda name: f"memory://{name}",
+    "redis": lambda name: f"{REDIS_URL}?namespace={name}",
+    "zookeeper": lambda name: f"{ZOOKEEPER_URL}/{name}",
 }
+
+REDIS_URL = os.environ.get("AIOJOBBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ZOOKEEPER_URL = os.environ.get(
+    "AIOJOBBOARD_TEST_ZOOKEEPER", "zookeeper://127.0.0.1:2181"
+)
 
 SELECTED = [
     kind.strip()
-    for kind in os.environ.get("AIOJOBBOARD_TEST_BOARDS", ",".join(BOARD_URLS)).split(
-        ","
-    )
+    for kind in os.environ.get("AIOJOBBOARD_TEST_BOARDS", "memory").split(",")
     if kind.strip()
 ]
 

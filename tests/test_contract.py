@@ -122,6 +122,30 @@ async def test_book_is_recorded(board: ajb.JobBoard) -> None:
         await board.post("y", book="not a book")  # type: ignore[arg-type]
 
 
+async def test_post_many(board: ajb.JobBoard) -> None:
+    jobs = await board.post_many(
+        [
+            {"name": "a", "details": {"n": 1}},
+            {"name": "b", "priority": ajb.JobPriority.HIGH},
+            {"name": "c"},
+        ]
+    )
+    assert [job.name for job in jobs] == ["a", "b", "c"]
+    assert jobs[0].sequence < jobs[1].sequence < jobs[2].sequence
+    assert await names(board) == ["b", "a", "c"]
+    assert await board.post_many([]) == []
+
+
+async def test_post_many_is_all_or_nothing(board: ajb.JobBoard) -> None:
+    with pytest.raises(ajb.InvalidJob, match="#1"):
+        await board.post_many([{"name": "a"}, {"name": ""}])
+    with pytest.raises(ajb.InvalidJob, match="unknown"):
+        await board.post_many([{"name": "a", "colour": "red"}])
+    with pytest.raises(ajb.InvalidJob, match="mapping"):
+        await board.post_many(["a"])  # type: ignore[list-item]
+    assert await board.job_count() == 0
+
+
 # -- reading -----------------------------------------------------------------
 async def test_order_is_priority_then_age(board: ajb.JobBoard) -> None:
     await board.post("low", priority=ajb.JobPriority.LOW)

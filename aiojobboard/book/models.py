@@ -1,0 +1,363 @@
+"""Logbooks, their flow details and atom details, as plain dataclasses.
+
+A logbook is the record of one piece of work that may outlive the process
+doing it: each flow detail stands for a flow that ran, each atom detail for a
+task in that flow and what its last run left behind. The objects here are what
+callers build and read; a store copies them on the way in and on the way out,
+so an object a caller holds is never the one a store keeps.
+
+The functions below the classes are shared by every store: ``check_*`` refuse
+what no store can keep, ``copy_*`` give an object that shares nothing, and
+``merge_*`` fold a saved object into the stored one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+from uuid import uuid4
+
+from .._json import check_json, dumps
+
+__all__ = [
+    "AtomDetail",
+    "FlowDetail",
+    "LogBook",
+    "check_atom",
+    "check_book",
+    "check_flow",
+    "copy_atom",
+    "copy_book",
+    "copy_flow",
+    "describe",
+    "merge_atom",
+    "merge_book",
+    "merge_flow",
+    "utc_now",
+]
+
+
+def _new_uuid() -> str:
+    return str(uuid4())
+
+
+def utc_now() -> datetime:
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass
+class AtomDetail:
+    """One atom (a task or a retry) of a flow, and what its last run left."""
+
+    _kind: ClassVar[str] = "atom"
+
+    name: str
+    uuid: str = field(default_factory=_new_uuid)
+    state: str | None = None
+    intention: str = "EXECUTE"
+    results: Any = None
+    failure: dict[str, Any] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        self._check_types()
+
+    def _check_types(self) -> None:
+        label = describe(self)
+        _check_identity(label, self.name, self.uuid)
+        _check_text(label, "state", self.state, optional=True)
+        _check_text(label, "intention", self.intention)
+        _check_text(label, "version", self.version, optional=True)
+        _check_dict(label, "failure", self.failure, optional=True)
+        _check_dict(label, "meta", self.meta)
+
+
+@dataclass
+class FlowDetail:
+    """One flow of a logbook, holding its atom details in the order added."""
+
+    _kind: ClassVar[str] = "flow"
+
+    name: str
+    uuid: str = field(default_factory=_new_uuid)
+    state: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    _atoms: list[AtomDetail] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._check_types()
+
+    def _check_types(self) -> None:
+        label = describe(self)
+        _check_identity(label, self.name, self.uuid)
+        _check_text(label, "state", self.state, optional=True)
+        _check_dict(label, "meta", self.meta)
+
+    def add(self, atom: AtomDetail) -> None:
+        """Attach *atom* after the atoms already held."""
+        if not isinstance(atom, AtomDetail):
+            raise TypeError(f"expected an AtomDetail, not {type(atom).__name__}")
+
+        if self.find(atom.uuid) is not None:
+            raise ValueError(f"{describe(self)} already holds an atom {atom.uuid}")
+
+        self._atoms.append(atom)
+
+    def find(self, uuid: str) -> AtomDetail | None:
+        """Return the held atom with this *uuid*, or ``None``."""
+        return _find(self._atoms, uuid)
+
+    def __iter__(self) -> Iterator[AtomDetail]:
+        return iter(self._atoms)
+
+    def __len__(self) -> int:
+        return len(self._atoms)
+
+
+@dataclass
+class LogBook:
+    """A named record of work, holding its flow details in the order added.
+
+    ``updated_at`` belongs to the store: it is set on every save or update,
+    and whatever a caller puts there is ignored.
+    """
+
+    _kind: ClassVar[str] = "logbook"
+
+    name: str
+    uuid: str = field(default_factory=_new_uuid)
+    meta: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utc_now)
+    updated_at: datetime | None = None
+    _flows: list[FlowDetail] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        # Held in UTC so that books read back from any store compare equal.
+        self.created_at = self.created_at.astimezone(UTC)
+        if self.updated_at is not None:
+            self.updated_at = self.updated_at.astimezone(UTC)
+
+    def _check_types(self) -> None:
+        label = describe(self)
+        _check_identity(label, self.name, self.uuid)
+        _check_dict(label, "meta", self.meta)
+        _check_time(label, "created_at", self.created_at)
+        if self.updated_at is not None:
+            _check_time(label, "updated_at", self.updated_at)
+
+    def add(self, flow: FlowDetail) -> None:
+        """Attach *flow* after the flows already held."""
+        if not isinstance(flow, FlowDetail):
+            raise TypeError(f"expected a FlowDetail, not {type(flow).__name__}")
+
+        if self.find(flow.uuid) is not None:
+            raise ValueError(f"{describe(self)} already holds a flow {flow.uuid}")
+
+        self._flows.append(flow)
+
+    def find(self, uuid: str) -> FlowDetail | None:
+        """Return the held flow with this *uuid*, or ``None``."""
+        return _find(self._flows, uuid)
+
+    def __iter__(self) -> Iterator[FlowDetail]:
+        return iter(self._flows)
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+
+_Child = TypeVar("_Child", FlowDetail, AtomDetail)
+
+
+def _find(children: list[_Child], uuid: str) -> _Child | None:
+    return next((child for child in children if child.uuid == uuid), None)
+
+
+def describe(obj: LogBook | FlowDetail | AtomDetail) -> str:
+    """Name *obj* the way error messages do: ``atom 'fetch' (uuid ...)``."""
+    return f"{obj._kind} {obj.name!r} (uuid {obj.uuid})"
+
+
+def _check_identity(label: str, name: object, uuid: object) -> None:
+    _check_text(label, "name", name, required=True)
+    _check_text(label, "uuid", uuid, required=True)
+
+
+def _check_text(
+    label: str,
+    what: str,
+    value: object,
+    *,
+    optional: bool = False,
+    required: bool = False,
+) -> None:
+    if value is None and optional:
+        return
+
+    if not isinstance(value, str):
+        expected = "a str or None" if optional else "a str"
+        raise TypeError(
+            f"{label} {what} must be {expected}, not {type(value).__name__}"
+        )
+
+    if required and not value:
+        raise ValueError(f"{label} {what} must not be empty")
+
+
+def _check_dict(
+    label: str, what: str, value: object, *, optional: bool = False
+) -> None:
+    if value is None and optional:
+        return
+
+    if not isinstance(value, dict):
+        expected = "a dict or None" if optional else "a dict"
+        raise TypeError(
+            f"{label} {what} must be {expected}, not {type(value).__name__}"
+        )
+
+
+def _check_time(label: str, what: str, value: object) -> None:
+    if not isinstance(value, datetime):
+        raise TypeError(
+            f"{label} {what} must be a datetime, not {type(value).__name__}"
+        )
+
+    if value.utcoffset() is None:
+        raise ValueError(f"{label} {what} must be timezone-aware, not {value!r}")
+
+
+def check_atom(atom: AtomDetail) -> None:
+    """Raise ``TypeError`` or ``ValueError`` naming what in *atom* cannot be kept."""
+    if not isinstance(atom, AtomDetail):
+        raise TypeError(f"expected an AtomDetail, not {type(atom).__name__}")
+
+    atom._check_types()
+    label = describe(atom)
+    check_json(atom.meta, f"{label} meta")
+    check_json(atom.results, f"{label} results")
+    check_json(atom.failure, f"{label} failure")
+
+
+def check_flow(flow: FlowDetail) -> None:
+    """Raise ``TypeError`` or ``ValueError`` naming what in *flow* cannot be kept."""
+    if not isinstance(flow, FlowDetail):
+        raise TypeError(f"expected a FlowDetail, not {type(flow).__name__}")
+
+    flow._check_types()
+    check_json(flow.meta, f"{describe(flow)} meta")
+    for atom in flow._atoms:
+        check_atom(atom)
+
+    _check_unique(flow, "atom", flow._atoms)
+
+
+def check_book(book: LogBook) -> None:
+    """Raise ``TypeError`` or ``ValueError`` naming what in *book* cannot be kept."""
+    if not isinstance(book, LogBook):
+        raise TypeError(f"expected a LogBook, not {type(book).__name__}")
+
+    book._check_types()
+    check_json(book.meta, f"{describe(book)} meta")
+    for flow in book._flows:
+        check_flow(flow)
+
+    _check_unique(book, "flow", book._flows)
+    # An atom belongs to one flow, so two flows of a book may not share one.
+    _check_unique(book, "atom", [atom for flow in book._flows for atom in flow])
+
+
+def _check_unique(
+    owner: LogBook | FlowDetail,
+    kind: str,
+    children: list[FlowDetail] | list[AtomDetail],
+) -> None:
+    seen: set[str] = set()
+    for child in children:
+        if child.uuid in seen:
+            raise ValueError(
+                f"{describe(owner)} holds two {kind}s with uuid {child.uuid}"
+            )
+
+        seen.add(child.uuid)
+
+
+def _copy_json(value: Any) -> Any:
+    # A trip through JSON text gives back what a database-backed store would
+    # read: plain dicts and lists, sharing nothing with the original.
+    return json.loads(dumps(value))
+
+
+def copy_atom(atom: AtomDetail) -> AtomDetail:
+    """Return a copy of *atom* that shares no mutable value with it."""
+    return replace(
+        atom,
+        results=_copy_json(atom.results),
+        failure=_copy_json(atom.failure),
+        meta=_copy_json(atom.meta),
+    )
+
+
+def copy_flow(flow: FlowDetail) -> FlowDetail:
+    """Return a copy of *flow* and its atoms that shares no mutable value."""
+    copied = replace(flow, meta=_copy_json(flow.meta))
+    copied._atoms = [copy_atom(atom) for atom in flow._atoms]
+    return copied
+
+
+def copy_book(book: LogBook) -> LogBook:
+    """Return a copy of *book*, its flows and atoms that shares no mutable value."""
+    copied = replace(book, meta=_copy_json(book.meta))
+    copied._flows = [copy_flow(flow) for flow in book._flows]
+    return copied
+
+
+def merge_atom(stored: AtomDetail, given: AtomDetail) -> None:
+    """Replace every field of *stored* with that of *given*."""
+    for each in fields(AtomDetail):
+        setattr(stored, each.name, getattr(given, each.name))
+
+
+def merge_flow(stored: FlowDetail, given: FlowDetail) -> None:
+    """Fold *given* into *stored*, taking over *given*'s atoms.
+
+    Fields and meta are replaced; each atom is merged into the stored atom of
+    the same uuid, or appended; stored atoms that *given* lacks are kept.
+    """
+    for each in fields(FlowDetail):
+        if each.init:
+            setattr(stored, each.name, getattr(given, each.name))
+
+    _fold(stored._atoms, given._atoms, merge_atom)
+
+
+def merge_book(stored: LogBook, given: LogBook) -> None:
+    """Fold *given* into *stored*, taking over *given*'s flows and atoms.
+
+    Name, meta and ``updated_at`` are replaced; ``created_at`` stays that of
+    the first save. Flows are merged as ``merge_flow`` merges atoms.
+    """
+    stored.name = given.name
+    stored.meta = given.meta
+    stored.updated_at = given.updated_at
+    _fold(stored._flows, given._flows, merge_flow)
+
+
+def _fold(
+    stored: list[_Child],
+    given: list[_Child],
+    merge: Callable[[_Child, _Child], None],
+) -> None:
+    known = {child.uuid: child for child in stored}
+    for child in given:
+        match = known.get(child.uuid)
+        if match is None:
+            stored.append(child)
+        else:
+            merge(match, child)
