@@ -324,6 +324,11 @@ class JobBoard(abc.ABC):
             )
         try:
             await self._finish(claim.job.uuid, claim.owner, claim.token, how)
+        except asyncio.CancelledError:
+            # Whether the change landed is unknown: stop renewing, so that at
+            # worst the job returns to the board when its lease runs out.
+            self._lose(claim, f"cancelled while it tried to {how.name.lower()} its job")
+            raise
         except (NotOwner, NotFound) as exc:
             self._lose(claim, f"the board no longer gives it the job ({exc})")
             raise NotOwner(f"{claim!r} is stale: {exc}") from exc

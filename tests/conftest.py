@@ -8,12 +8,18 @@ of its own, under a fresh name, so tests never see each other's jobs.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 import aiojobboard as ajb
+
+REDIS_URL = os.environ.get("AIOJOBBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ZOOKEEPER_URL = os.environ.get(
+    "AIOJOBBOARD_TEST_ZOOKEEPER", "zookeeper://127.0.0.1:2181"
+)
 
 #: How to make the URL of a fresh board, per adapter.
 BOARD_URLS: dict[str, Callable[[str], str]] = {
@@ -22,11 +28,6 @@ BOARD_URLS: dict[str, Callable[[str], str]] = {
     "zookeeper": lambda name: f"{ZOOKEEPER_URL}/{name}",
 }
 
-REDIS_URL = os.environ.get("AIOJOBBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
-ZOOKEEPER_URL = os.environ.get(
-    "AIOJOBBOARD_TEST_ZOOKEEPER", "zookeeper://127.0.0.1:2181"
-)
-
 SELECTED = [
     kind.strip()
     for kind in os.environ.get("AIOJOBBOARD_TEST_BOARDS", "memory").split(",")
@@ -34,6 +35,11 @@ SELECTED = [
 ]
 
 OpenBoard = Callable[..., Awaitable[ajb.JobBoard]]
+
+
+def stall(seconds: float) -> None:
+    """Block the event loop, as a CPU-bound handler would."""
+    time.sleep(seconds)
 
 
 def with_options(url: str, **options: object) -> str:

@@ -11,14 +11,9 @@ import pytest
 
 import aiojobboard as ajb
 
-from .conftest import OpenBoard
+from .conftest import OpenBoard, stall
 
 LEASE = 0.5
-
-
-def stall(seconds: float) -> None:
-    """Block the event loop, as a CPU-bound handler would."""
-    time.sleep(seconds)
 
 
 async def stop_renewing(board: ajb.JobBoard) -> None:
