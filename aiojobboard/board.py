@@ -83,6 +83,7 @@ class JobBoard(abc.ABC):
         self._finished = SignalMap()
         self._keeper: asyncio.Task[None] | None = None
         self._keeper_wake = asyncio.Event()
+        self._keeper_wake_at = 0.0
 
     # -- opening and closing --------------------------------------------------
     @classmethod
@@ -537,7 +538,7 @@ class JobBoard(abc.ABC):
             self._keeper = asyncio.create_task(
                 self._keep_leases(), name=f"aiojobboard lease keeper {self._url}"
             )
-        else:
+        elif claim.renew_at < self._keeper_wake_at:
             self._keeper_wake.set()
 
     async def _stop_keeper(self) -> None:
@@ -568,8 +569,10 @@ class JobBoard(abc.ABC):
             if due:
                 await self._renew_due(due)
                 continue
+            self._keeper_wake_at = wake_at
             with anyio.move_on_after(wake_at - now):
                 await self._keeper_wake.wait()
+            self._keeper_wake_at = 0.0
 
     async def _renew_due(self, due: list[Claim]) -> None:
         sent_at = time.monotonic()
