@@ -301,6 +301,26 @@ async def test_a_stale_holder_cannot_finish(board: ajb.JobBoard) -> None:
     assert await job.get_state() is ajb.JobState.COMPLETE
 
 
+async def test_the_board_checks_the_token(open_board: OpenBoard) -> None:
+    # A holder that has not noticed its lease ran out (its process stalled and
+    # heard nothing) still thinks it holds the job; the board must refuse it.
+    stale_board, fresh_board = await open_board(), await open_board()
+    job = await stale_board.post("x")
+    stale = await stale_board.claim(job, "w", lease=LEASE)
+    await stop_renewing(stale_board)
+    stale_board._deliver = lambda event: None  # type: ignore[method-assign]
+    await fresh_board.wait(timeout=LEASE * 6)
+    fresh = await fresh_board.claim(job, "w")
+    assert stale.held
+    for finish in (stale.consume, stale.abandon, stale.trash):
+        with pytest.raises(ajb.NotOwner):
+            await finish()
+    assert stale.lost
+    assert await fresh_board.find_owner(job) == "w"
+    assert fresh.held
+    await fresh.consume()
+
+
 async def test_a_finished_claim_cannot_finish_again(board: ajb.JobBoard) -> None:
     job = await board.post("x")
     claim = await board.claim(job, "w")
