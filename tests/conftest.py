@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -21,11 +22,52 @@ ZOOKEEPER_URL = os.environ.get(
     "AIOJOBBOARD_TEST_ZOOKEEPER", "zookeeper://127.0.0.1:2181"
 )
 
-#: How to make the URL of a fresh board, per adapter.
-BOARD_URLS: dict[str, Callable[[str], str]] = {
-    "memory": lambda name: f"memory://{name}",
-    "redis": lambda name: f"{REDIS_URL}?namespace={name}",
-    "zookeeper": lambda name: f"{ZOOKEEPER_URL}/{name}",
+#: The lease that the suite's claims ask for, in seconds.
+LEASE = 0.5
+
+
+def stall(seconds: float) -> None:
+    """Block the event loop, as a CPU-bound handler would."""
+    time.sleep(seconds)
+
+
+async def stop_hearing(board: ajb.JobBoard) -> None:
+    """Make *board* stop renewing leases and hearing events, as a dead process."""
+    board._start_keeper = lambda claim: None  # type: ignore[method-assign]
+    await board._stop_keeper()
+    board._deliver = lambda event: None  # type: ignore[method-assign]
+
+
+async def stall_past_lease(board: ajb.JobBoard) -> None:
+    stall(LEASE * 1.5)
+
+
+@dataclass(frozen=True)
+class Kit:
+    """What the suite needs to know about an adapter besides its URL.
+
+    ``lapse`` makes the claims held through a connection lapse now, as a
+    stalled event loop or an ended session would; ``kill`` makes a connection
+    behave as if its process had died; ``patience`` is how long a dead owner's
+    job may take to come back.
+    """
+
+    url: Callable[[str], str]
+    lapse: Callable[[ajb.JobBoard], Awaitable[None]] = stall_past_lease
+    kill: Callable[[ajb.JobBoard], Awaitable[None]] = stop_hearing
+    patience: float = LEASE * 8
+
+
+REDIS_URL = os.environ.get("AIOJOBBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+ZOOKEEPER_URL = os.environ.get(
+    "AIOJOBBOARD_TEST_ZOOKEEPER", "zookeeper://127.0.0.1:2181"
+)
+
+#: The adapters the suites can run on.
+KITS: dict[str, Kit] = {
+    "memory": Kit(lambda name: f"memory://{name}"),
+    "redis": Kit(lambda name: f"{REDIS_URL}?namespace={name}"),
+    "zookeeper": Kit(lambda name: f"{ZOOKEEPER_URL}/{name}"),
 }
 
 SELECTED = [
@@ -37,11 +79,6 @@ SELECTED = [
 OpenBoard = Callable[..., Awaitable[ajb.JobBoard]]
 
 
-def stall(seconds: float) -> None:
-    """Block the event loop, as a CPU-bound handler would."""
-    time.sleep(seconds)
-
-
 def with_options(url: str, **options: object) -> str:
     """Add query options to *url*."""
     query = "&".join(f"{key}={value}" for key, value in options.items())
@@ -51,12 +88,18 @@ def with_options(url: str, **options: object) -> str:
 
 
 @pytest.fixture(params=SELECTED)
-def board_url(request: pytest.FixtureRequest) -> str:
-    """The URL of a board that no other test uses."""
+def kit(request: pytest.FixtureRequest) -> Kit:
+    """The adapter under test."""
     kind: str = request.param
-    if kind not in BOARD_URLS:
+    if kind not in KITS:
         pytest.fail(f"unknown adapter {kind!r} in AIOJOBBOARD_TEST_BOARDS")
-    return BOARD_URLS[kind](f"test-{uuid.uuid4().hex[:12]}")
+    return KITS[kind]
+
+
+@pytest.fixture
+def board_url(kit: Kit) -> str:
+    """The URL of a board that no other test uses."""
+    return kit.url(f"test-{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture

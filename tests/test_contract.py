@@ -11,15 +11,7 @@ import pytest
 
 import aiojobboard as ajb
 
-from .conftest import OpenBoard, stall
-
-LEASE = 0.5
-
-
-async def stop_renewing(board: ajb.JobBoard) -> None:
-    """Make *board* stop renewing its leases, as if its process had died."""
-    board._start_keeper = lambda claim: None  # type: ignore[method-assign]
-    await board._stop_keeper()
+from .conftest import LEASE, Kit, OpenBoard
 
 
 async def names(board: ajb.JobBoard, **kwargs: Any) -> list[str]:
@@ -285,10 +277,10 @@ async def test_only_the_owner_finishes(board: ajb.JobBoard) -> None:
         await board.consume(job, "w1")
 
 
-async def test_a_stale_holder_cannot_finish(board: ajb.JobBoard) -> None:
+async def test_a_stale_holder_cannot_finish(board: ajb.JobBoard, kit: Kit) -> None:
     job = await board.post("x")
     stale = await board.claim(job, "w", lease=LEASE)
-    stall(LEASE * 1.5)
+    await kit.lapse(board)
     fresh = await board.claim(job, "w")
     assert fresh.token > stale.token
     assert fresh.attempt == 2
@@ -301,15 +293,14 @@ async def test_a_stale_holder_cannot_finish(board: ajb.JobBoard) -> None:
     assert await job.get_state() is ajb.JobState.COMPLETE
 
 
-async def test_the_board_checks_the_token(open_board: OpenBoard) -> None:
+async def test_the_board_checks_the_token(open_board: OpenBoard, kit: Kit) -> None:
     # A holder that has not noticed its lease ran out (its process stalled and
     # heard nothing) still thinks it holds the job; the board must refuse it.
     stale_board, fresh_board = await open_board(), await open_board()
     job = await stale_board.post("x")
     stale = await stale_board.claim(job, "w", lease=LEASE)
-    await stop_renewing(stale_board)
-    stale_board._deliver = lambda event: None  # type: ignore[method-assign]
-    await fresh_board.wait(timeout=LEASE * 6)
+    await kit.kill(stale_board)
+    await fresh_board.wait(timeout=kit.patience)
     fresh = await fresh_board.claim(job, "w")
     assert stale.held
     for finish in (stale.consume, stale.abandon, stale.trash):
@@ -422,12 +413,12 @@ async def test_leases_are_renewed_while_held(board: ajb.JobBoard) -> None:
     assert await job.get_state() is ajb.JobState.COMPLETE
 
 
-async def test_a_lapsed_lease_cancels_the_body(board: ajb.JobBoard) -> None:
+async def test_a_lapsed_claim_cancels_the_body(board: ajb.JobBoard, kit: Kit) -> None:
     job = await board.post("x")
     finished_sleeping = False
-    with pytest.raises(ajb.ClaimLost, match="lease"):
+    with pytest.raises(ajb.ClaimLost, match="lost"):
         async with board.claim(job, "w", lease=LEASE) as claim:
-            stall(LEASE * 1.5)
+            await kit.lapse(board)
             await asyncio.sleep(5)
             finished_sleeping = True
     assert not finished_sleeping
@@ -437,29 +428,31 @@ async def test_a_lapsed_lease_cancels_the_body(board: ajb.JobBoard) -> None:
     assert nxt.attempt == 2
 
 
-async def test_claim_lost_wins_over_the_body_error(board: ajb.JobBoard) -> None:
+async def test_claim_lost_wins_over_the_body_error(
+    board: ajb.JobBoard, kit: Kit
+) -> None:
     job = await board.post("x")
     with pytest.raises(ajb.ClaimLost) as caught:
         async with board.claim(job, "w", lease=LEASE):
-            stall(LEASE * 1.5)
+            await kit.lapse(board)
             await asyncio.sleep(0.05)  # the lease keeper notices here
             raise ValueError("late")
     assert isinstance(caught.value.__context__, ValueError | asyncio.CancelledError)
     assert await job.get_state() is ajb.JobState.UNCLAIMED
 
 
-async def test_claim_lost_at_the_final_consume(board: ajb.JobBoard) -> None:
+async def test_claim_lost_at_the_final_consume(board: ajb.JobBoard, kit: Kit) -> None:
     job = await board.post("x")
     with pytest.raises(ajb.ClaimLost):
         async with board.claim(job, "w", lease=LEASE):
-            stall(LEASE * 1.5)
+            await kit.lapse(board)
     assert await job.get_state() is ajb.JobState.UNCLAIMED
 
 
-async def test_renewal_never_revives(board: ajb.JobBoard) -> None:
+async def test_renewal_never_revives(board: ajb.JobBoard, kit: Kit) -> None:
     job = await board.post("x")
     claim = await board.claim(job, "w", lease=LEASE)
-    stall(LEASE * 1.5)
+    await kit.lapse(board)
     await asyncio.sleep(LEASE)
     assert claim.lost
     assert await job.get_state() is ajb.JobState.UNCLAIMED
@@ -467,13 +460,13 @@ async def test_renewal_never_revives(board: ajb.JobBoard) -> None:
         await claim.consume()
 
 
-async def test_a_dead_owners_job_comes_back(open_board: OpenBoard) -> None:
+async def test_a_dead_owners_job_comes_back(open_board: OpenBoard, kit: Kit) -> None:
     dead, alive = await open_board(), await open_board()
     job = await dead.post("x")
     first = await dead.claim(job, "dead-worker", lease=LEASE)
-    await stop_renewing(dead)
+    await kit.kill(dead)
     assert await alive.find_owner(job) == "dead-worker"
-    await alive.wait(timeout=LEASE * 6)
+    await alive.wait(timeout=kit.patience)
     second = await alive.claim(job, "alive-worker")
     assert second.attempt == 2
     assert second.token > first.token
@@ -563,11 +556,11 @@ async def test_events_in_order(open_board: OpenBoard) -> None:
     ]
 
 
-async def test_expiry_is_an_event(open_board: OpenBoard) -> None:
+async def test_expiry_is_an_event(open_board: OpenBoard, kit: Kit) -> None:
     dead, watcher = await open_board(), await open_board()
     job = await dead.post("x")
     await dead.claim(job, "dead-worker", lease=LEASE)
-    await stop_renewing(dead)
+    await kit.kill(dead)
 
     async def first_expiry() -> ajb.JobEvent:
         async for event in watcher.events():
@@ -575,7 +568,7 @@ async def test_expiry_is_an_event(open_board: OpenBoard) -> None:
                 return event
         raise AssertionError("events() ended")
 
-    event = await asyncio.wait_for(first_expiry(), LEASE * 10)
+    event = await asyncio.wait_for(first_expiry(), kit.patience)
     assert event.job_uuid == job.uuid
     assert event.owner == "dead-worker"
 

@@ -11,7 +11,7 @@ import pytest
 
 import aiojobboard as ajb
 
-from .conftest import OpenBoard, stall
+from .conftest import LEASE, Kit, OpenBoard
 
 
 async def run_until_empty(board: ajb.JobBoard, worker: ajb.Worker) -> None:
@@ -145,7 +145,7 @@ async def test_stop_cancels_after_the_grace_period(
 
 
 async def test_a_lost_claim_is_counted_and_logged(
-    board: ajb.JobBoard, caplog: pytest.LogCaptureFixture
+    board: ajb.JobBoard, kit: Kit, caplog: pytest.LogCaptureFixture
 ) -> None:
     await board.post("stalls")
     done = False
@@ -153,11 +153,11 @@ async def test_a_lost_claim_is_counted_and_logged(
     async def handle(job: ajb.Job, claim: ajb.Claim) -> None:
         nonlocal done
         if claim.attempt == 1:
-            stall(0.8)  # longer than the lease: the claim is lost
+            await kit.lapse(board)
             await asyncio.sleep(5)
         done = True
 
-    worker = ajb.Worker(board, handle, name="w", lease=0.5)
+    worker = ajb.Worker(board, handle, name="w", lease=LEASE)
     with caplog.at_level(logging.WARNING):
         await run_until_empty(board, worker)
     assert worker.lost == 1
