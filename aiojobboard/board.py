@@ -86,6 +86,7 @@ class JobBoard(abc.ABC):
         self._keeper_wake_at = 0.0
 
     # -- opening and closing --------------------------------------------------
+
     @classmethod
     @abc.abstractmethod
     async def from_url(cls, url: str, *, books: BookStore | None = None) -> Self:
@@ -142,6 +143,7 @@ class JobBoard(abc.ABC):
         logger.debug("closed %s", self._url)
 
     # -- posting and reading --------------------------------------------------
+
     async def post(
         self,
         name: str,
@@ -245,6 +247,7 @@ class JobBoard(abc.ABC):
             self._subscriptions.discard(subscription)
 
     # -- claiming -------------------------------------------------------------
+
     def claim(self, job: Job, who: str, lease: float | None = None) -> ClaimContext:
         """Claim *job* for *who*: await the result, or use it with ``async with``.
 
@@ -286,6 +289,7 @@ class JobBoard(abc.ABC):
         await self._finish_by_name(job, who, Finish.TRASH)
 
     # -- what Job and Claim call ----------------------------------------------
+
     async def _status(self, job: Job) -> tuple[JobState, str | None]:
         _check_job(job)
         self._check_open()
@@ -336,6 +340,7 @@ class JobBoard(abc.ABC):
         self._let_go(claim, how)
 
     # -- what adapters call ---------------------------------------------------
+
     def _deliver(self, event: JobEvent) -> None:
         """Hand an event that the adapter observed to this connection's waiters."""
         for subscription in self._subscriptions:
@@ -355,6 +360,7 @@ class JobBoard(abc.ABC):
         self._finished.fire_all()
 
     # -- the hooks an adapter implements --------------------------------------
+
     @abc.abstractmethod
     async def _post(self, posting: Posting) -> Job:
         """Store *posting* under the board's next sequence number; emit POSTED."""
@@ -414,6 +420,7 @@ class JobBoard(abc.ABC):
         """Release the adapter's connections."""
 
     # -- internals ------------------------------------------------------------
+
     def _check_open(self) -> None:
         if self._closed:
             raise BoardClosed(f"board {self._url!r} is closed")
@@ -533,6 +540,7 @@ class JobBoard(abc.ABC):
             del self._held[claim.job.uuid]
 
     # -- the lease keeper -----------------------------------------------------
+
     def _start_keeper(self, claim: Claim) -> None:
         if self._keeper is None or self._keeper.done():
             self._keeper = asyncio.create_task(

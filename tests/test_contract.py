@@ -19,6 +19,8 @@ async def names(board: ajb.JobBoard, **kwargs: Any) -> list[str]:
 
 
 # -- posting -----------------------------------------------------------------
+
+
 async def test_post_returns_the_job(board: ajb.JobBoard) -> None:
     job = await board.post("resize", {"image": "a.png", "sizes": [1, 2]})
     assert job.name == "resize"
@@ -134,6 +136,8 @@ async def test_post_many_is_all_or_nothing(board: ajb.JobBoard) -> None:
 
 
 # -- reading -----------------------------------------------------------------
+
+
 async def test_order_is_priority_then_age(board: ajb.JobBoard) -> None:
     await board.post("low", priority=ajb.JobPriority.LOW)
     await board.post("normal-1")
@@ -209,6 +213,8 @@ async def test_job_count(board: ajb.JobBoard) -> None:
 
 
 # -- claiming ----------------------------------------------------------------
+
+
 async def test_claim_and_consume(board: ajb.JobBoard) -> None:
     job = await board.post("x")
     claim = await board.claim(job, "worker-1")
@@ -368,6 +374,8 @@ async def test_many_consumers_claim_each_job_once(board: ajb.JobBoard) -> None:
 
 
 # -- the claim as a context manager ------------------------------------------
+
+
 async def test_clean_exit_consumes(board: ajb.JobBoard) -> None:
     job = await board.post("x")
     async with board.claim(job, "w") as claim:
@@ -475,6 +483,8 @@ async def test_a_dead_owners_job_comes_back(open_board: OpenBoard, kit: Kit) -> 
 
 
 # -- waiting -----------------------------------------------------------------
+
+
 async def test_wait_returns_at_once_with_a_job_unclaimed(board: ajb.JobBoard) -> None:
     await board.post("x")
     await asyncio.wait_for(board.wait(), 1)
@@ -524,6 +534,8 @@ async def test_job_wait(open_board: OpenBoard) -> None:
 
 
 # -- events ------------------------------------------------------------------
+
+
 async def test_events_in_order(open_board: OpenBoard) -> None:
     board, other = await open_board(), await open_board()
     kinds: list[ajb.EventKind] = []
@@ -574,6 +586,8 @@ async def test_expiry_is_an_event(open_board: OpenBoard, kit: Kit) -> None:
 
 
 # -- closing and connecting --------------------------------------------------
+
+
 async def test_close_abandons_and_refuses(open_board: OpenBoard) -> None:
     board, other = await open_board(), await open_board()
     job = await board.post("x")

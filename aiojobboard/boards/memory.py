@@ -80,6 +80,7 @@ class _Board:
             connection._deliver(event)
 
     # -- the ready heap and the lease timer -----------------------------------
+
     def enqueue(self, record: _Record) -> None:
         if not record.queued:
             job = record.job
@@ -132,6 +133,7 @@ class _Board:
         self.expire_due()
 
     # -- operations -----------------------------------------------------------
+
     def post(self, posting: Posting, board: MemoryBoard) -> Job:
         self.sequence += 1
         record = _Record(posting.to_job(board, self.sequence))
