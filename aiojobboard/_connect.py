@@ -101,7 +101,17 @@ def load_adapter(group: str, url: str, what: str) -> Any:
             f"unknown {what} URL scheme {scheme!r} in {mask_url(url)!r}; "
             f"known schemes: {known}"
         )
-    return found[scheme].load()
+    entry = found[scheme]
+    try:
+        return entry.load()
+    except ImportError as exc:
+        # An entry point names the extra that brings its adapter's dependencies.
+        extra = ",".join(entry.extras) or "all"
+        raise ImportError(
+            f"the {scheme}:// {what} adapter needs {exc.name or 'a package'}, "
+            f"which is not installed: pip install 'aiojobboard[{extra}]'",
+            name=exc.name,
+        ) from exc
 
 
 def read_options(
