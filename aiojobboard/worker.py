@@ -11,7 +11,7 @@ import anyio
 
 from .board import JobBoard
 from .claims import Claim, Finish
-from .errors import ClaimLost
+from .errors import ClaimLost, NotFound
 from .jobs import Job
 
 __all__ = ["Handler", "Worker"]
@@ -30,6 +30,10 @@ class Worker:
     *max_attempts* times for a job: when the last run raises, the job is
     trashed instead, and a job claimed more often than that (its earlier
     holders died mid-run) is trashed without running.
+
+    With *destroy_books*, the logbook a job carries is destroyed in the
+    board's book store once the job is consumed; a trashed job keeps its book
+    for whoever looks into the failure.
     """
 
     def __init__(
@@ -42,6 +46,7 @@ class Worker:
         max_attempts: int | None = None,
         lease: float | None = None,
         grace: float = 30.0,
+        destroy_books: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name.strip():
             raise ValueError(f"a worker name must be a non-empty str, not {name!r}")
@@ -57,6 +62,12 @@ class Worker:
         self.max_attempts = max_attempts
         self.lease = lease
         self.grace = grace
+        if destroy_books and board.books is None:
+            raise ValueError(
+                "destroy_books needs a board opened with a book store "
+                f"(aiojobboard.connect(url, books=...)); {board.url} has none"
+            )
+        self.destroy_books = destroy_books
         #: Jobs whose handler returned, raised, or that were trashed unrun.
         self.consumed = self.failed = self.trashed = self.lost = 0
         self._busy = 0
@@ -158,6 +169,8 @@ class Worker:
                     handler_failed = True
                     raise
             self.consumed += 1
+            if self.destroy_books:
+                await self._destroy_book(job)
         except ClaimLost as exc:
             self.lost += 1
             logger.warning("worker %r: %s; its work is void", self.name, exc)
@@ -192,6 +205,30 @@ class Worker:
                 job.name,
                 claim.attempt,
                 exc_info=True,
+            )
+
+    async def _destroy_book(self, job: Job) -> None:
+        if job.book_uuid is None or self.board.books is None:
+            return
+        try:
+            await self.board.books.destroy_logbook(job.book_uuid)
+        except NotFound:
+            pass  # destroyed already, for instance by a job sharing the book
+        except Exception as exc:
+            logger.warning(
+                "worker %r: job %s was consumed but its logbook %s could not "
+                "be destroyed: %s",
+                self.name,
+                job.uuid,
+                job.book_uuid,
+                exc,
+            )
+        else:
+            logger.debug(
+                "worker %r destroyed logbook %s of job %s",
+                self.name,
+                job.book_uuid,
+                job.uuid,
             )
 
     async def _trash_poison(self, claim: Claim) -> None:

@@ -19,7 +19,9 @@ import pytest
 from aiojobboard.book import AtomDetail, BookStore, FlowDetail, LogBook, connect
 from aiojobboard.errors import BoardClosed, NotFound
 
-BOOK_URLS = ["memory://"]
+from .test_book_postgres import POSTGRES_URL, isolated_store
+
+BOOK_URLS = ["memory://", *([POSTGRES_URL] if POSTGRES_URL else [])]
 
 
 def fresh_url(url: str) -> str:
@@ -31,6 +33,13 @@ def fresh_url(url: str) -> str:
 
 @pytest.fixture(params=BOOK_URLS, ids=lambda url: url.partition(":")[0])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[BookStore]:
+    if request.param.startswith(("postgresql://", "postgres://")):
+        # A schema of its own per test, dropped afterwards.
+        async for isolated in isolated_store(request.param):
+            yield isolated
+
+        return
+
     async with connect(fresh_url(request.param)) as opened:
         await opened.upgrade()
         await opened.clear_all()
