@@ -299,13 +299,18 @@ class JobBoard(abc.ABC):
         self._check_open()
         signal = self._finished.acquire(job.uuid)
         try:
+            # The first look is outside the timeout, so that timeout=0 asks the
+            # board once instead of giving up before its answer comes.
+            version = signal.version
+            if (await self._get_status(job.uuid))[0] is JobState.COMPLETE:
+                return True
             with anyio.move_on_after(timeout):
                 while True:
+                    await signal.wait(version)
+                    self._check_open()
                     version = signal.version
                     if (await self._get_status(job.uuid))[0] is JobState.COMPLETE:
                         return True
-                    await signal.wait(version)
-                    self._check_open()
             return False
         finally:
             self._finished.release(job.uuid)
