@@ -1,0 +1,724 @@
+"""The Redis adapter: ``redis://``, ``rediss://`` and ``redis+sentinel://`` boards.
+
+Each state change is one Lua script (see ``_redis_scripts``) that checks the
+owner and the fencing token on the server, so clients never race between a
+read and a write. Jobs are kept in sorted sets scored by priority then
+sequence, so claiming, renewing and consuming cost the same on a board of a
+hundred jobs as on one of a hundred thousand. Leases are deadlines judged by
+the server's clock.
+
+Events travel over one pub/sub channel per board. Pub/sub loses messages
+across a reconnect, so each connection also sweeps due leases and wakes its
+waiters on a timer: a lost message can delay a wake-up, never lose a job.
+
+Calls that run together are sent together: concurrent posts, ``claim_next``
+calls, finishing calls and checks for unclaimed jobs on one connection are
+gathered into one script call each, which keeps many consumers in one process
+from queueing behind each other's round trips.
+
+The client retries a call whose connection failed. A script that ran but whose
+reply was lost must not change the board twice, so every changing script
+carries a request id and answers a repeated id with its first answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import redis.asyncio as aioredis
+import redis.exceptions as rexc
+from redis.asyncio.connection import BlockingConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.backoff import ExponentialWithJitterBackoff
+
+from .._connect import mask_url, positive_float, positive_int, read_options
+from ..board import DEFAULT_LEASE, MAX_JOB_SIZE, JobBoard
+from ..claims import Claim, Finish, Grant
+from ..errors import ConnectionLost, JobBoardError, NotFound, NotOwner, UnclaimableJob
+from ..events import EventKind, JobEvent
+from ..jobs import Job, JobState, Posting
+from . import _redis_scripts as scripts
+
+if TYPE_CHECKING:
+    from ..book.base import BookStore
+
+__all__ = ["RedisBoard"]
+
+logger = logging.getLogger("aiojobboard.boards.redis")
+
+#: How many jobs ``iterjobs`` reads per round trip.
+PAGE_SIZE = 500
+#: The most calls of one kind gathered into one script call.
+MAX_BATCH = 256
+#: The most missed posts delivered after a reconnect, per priority.
+CATCH_UP_LIMIT = 10_000
+#: How often at most a connection sweeps due leases, in seconds.
+SWEEP_EVERY = 1.0
+_PRIORITY_SPAN = 2**40
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _namespace(name: str, raw: str) -> str:
+    if not raw or any(char in raw for char in "{}\r\n"):
+        raise ValueError(
+            f"option {name!r} must be a non-empty name without braces, not {raw!r}"
+        )
+    return raw
+
+
+def _count(name: str, raw: str) -> int:
+    if not raw.isdigit():
+        raise ValueError(f"option {name!r} must be a whole number >= 0, not {raw!r}")
+    return int(raw)
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw:
+        raise ValueError(f"option {name!r} must not be empty")
+    return raw
+
+
+def _flag(name: str, raw: str) -> bool:
+    value = raw.lower()
+    if value not in {"true", "false", "1", "0", "yes", "no"}:
+        raise ValueError(f"option {name!r} must be true or false, not {raw!r}")
+    return value in {"true", "1", "yes"}
+
+
+def _cert_reqs(name: str, raw: str) -> str:
+    if raw not in {"none", "optional", "required"}:
+        raise ValueError(
+            f"option {name!r} must be none, optional or required, not {raw!r}"
+        )
+    return raw
+
+
+_OPTIONS: dict[str, Callable[[str, str], Any]] = {
+    "namespace": _namespace,
+    "lease": positive_float,
+    "max_job_size": positive_int,
+    "max_connections": positive_int,
+    "pool_timeout": positive_float,
+    "socket_timeout": positive_float,
+    "connect_timeout": positive_float,
+    "health_check_interval": positive_float,
+    "retries": _count,
+    "reconcile": positive_float,
+}
+_TLS_OPTIONS: dict[str, Callable[[str, str], Any]] = {
+    "ssl_ca_certs": _text,
+    "ssl_certfile": _text,
+    "ssl_keyfile": _text,
+    "ssl_cert_reqs": _cert_reqs,
+    "ssl_check_hostname": _flag,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """Everything a board's URL says, checked."""
+
+    scheme: str
+    hosts: list[tuple[str, int]]
+    db: int
+    service: str | None
+    username: str | None
+    password: str | None
+    namespace: str = "default"
+    lease: float = DEFAULT_LEASE
+    max_job_size: int = MAX_JOB_SIZE
+    max_connections: int = 64
+    pool_timeout: float = 10.0
+    socket_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    health_check_interval: float = 10.0
+    retries: int = 3
+    reconcile: float = 5.0
+    tls: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, url: str) -> _Settings:
+        scheme = url.partition("://")[0].lower()
+        allowed = dict(_OPTIONS)
+        if scheme == "rediss":
+            allowed |= _TLS_OPTIONS
+        try:
+            options = read_options(url, allowed)
+        except ValueError as exc:
+            if scheme != "rediss" and any(name in str(exc) for name in _TLS_OPTIONS):
+                raise ValueError(f"{exc}; TLS options need a rediss:// URL") from None
+            raise
+        tls = {name: options.pop(name) for name in _TLS_OPTIONS if name in options}
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+        path = [piece for piece in parts.path.split("/") if piece]
+        service = None
+        if scheme == "redis+sentinel":
+            if not path:
+                raise ValueError(
+                    f"a redis+sentinel:// URL names the service after the hosts, "
+                    f"as in redis+sentinel://host:26379/mymaster: {mask_url(url)!r}"
+                )
+            service = path.pop(0)
+        return cls(
+            scheme=scheme,
+            hosts=_hosts(netloc, 26379 if service else 6379, url),
+            db=_db(path, url),
+            service=service,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+            **options,
+        )
+
+    def connection_kwargs(self) -> dict[str, Any]:
+        retry = Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), self.retries)
+        kwargs: dict[str, Any] = {
+            "db": self.db,
+            "username": self.username,
+            "password": self.password,
+            "socket_timeout": self.socket_timeout,
+            "socket_connect_timeout": self.connect_timeout,
+            "health_check_interval": self.health_check_interval,
+            "retry": retry,
+            "decode_responses": True,
+            "max_connections": self.max_connections,
+            "timeout": self.pool_timeout,
+        }
+        if self.scheme == "rediss":
+            kwargs["connection_class"] = aioredis.SSLConnection
+            kwargs.update(self.tls)
+        return kwargs
+
+
+def _hosts(netloc: str, default_port: int, url: str) -> list[tuple[str, int]]:
+    hosts = []
+    for item in netloc.split(","):
+        host, sep, port = item.rpartition(":") if "]" not in item[-1:] else ("", "", "")
+        if not sep:
+            host, port = item, str(default_port)
+        host = host.strip("[]") or "127.0.0.1"
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad port {port!r} in {mask_url(url)!r}")
+        hosts.append((host, int(port)))
+    return hosts
+
+
+def _db(path: list[str], url: str) -> int:
+    if not path:
+        return 0
+    if len(path) > 1 or not path[0].isdigit():
+        raise ValueError(
+            f"the path of a Redis URL is a database number, not "
+            f"{'/'.join(path)!r}, in {mask_url(url)!r}"
+        )
+    return int(path[0])
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel pool that waits for a free connection instead of failing."""
+
+
+class _Gatherer(Generic[_T, _R]):
+    """Send calls that arrive while one is in flight together, as one call.
+
+    *send* takes up to :data:`MAX_BATCH` items and answers one result per
+    item. One send runs at a time; calls that arrive meanwhile wait for the
+    next, which carries them all.
+    """
+
+    def __init__(self, send: Callable[[list[_T]], Awaitable[list[_R]]]) -> None:
+        self._send = send
+        self._waiting: list[tuple[_T, asyncio.Future[_R]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def call(self, item: _T) -> _R:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[_R] = loop.create_future()
+        self._waiting.append((item, answer))
+        if self._sender is None:
+            self._sender = loop.create_task(self._send_all())
+        # A caller cancelled here cancels only its own answer; the send goes on
+        # for the others, and skips answers that are already done.
+        return await answer
+
+    async def _send_all(self) -> None:
+        try:
+            while self._waiting:
+                batch = self._waiting[:MAX_BATCH]
+                del self._waiting[:MAX_BATCH]
+                await self._send_one(batch)
+        finally:
+            self._sender = None
+
+    async def _send_one(self, batch: list[tuple[_T, asyncio.Future[_R]]]) -> None:
+        try:
+            results = await self._send([item for item, _ in batch])
+        except Exception as exc:
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        except BaseException:
+            for _, answer in batch:
+                answer.cancel()
+            raise
+        for (_, answer), result in zip(batch, results, strict=True):
+            if not answer.done():
+                answer.set_result(result)
+
+
+@dataclass(frozen=True, slots=True)
+class _NextRequest:
+    owner: str
+    lease_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class _FinishRequest:
+    uuid: str
+    owner: str
+    token: int | None
+    how: Finish
+
+
+_KINDS = {kind.value: kind for kind in EventKind}
+
+
+class RedisBoard(JobBoard):
+    """A connection to a board kept in Redis.
+
+    URL: ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]?namespace=NAME`` with
+    options ``lease``, ``max_job_size``, ``max_connections``, ``pool_timeout``,
+    ``socket_timeout``, ``connect_timeout``, ``health_check_interval``,
+    ``retries`` and ``reconcile`` (seconds between full re-checks of waiters);
+    ``rediss://`` adds TLS with ``ssl_ca_certs``, ``ssl_certfile``,
+    ``ssl_keyfile``, ``ssl_cert_reqs`` and ``ssl_check_hostname``;
+    ``redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`` finds the
+    master through Sentinel.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        settings: _Settings,
+        clients: list[aioredis.Redis],
+        *,
+        books: BookStore | None = None,
+    ) -> None:
+        super().__init__(
+            url,
+            lease=settings.lease,
+            max_job_size=settings.max_job_size,
+            books=books,
+        )
+        self._settings = settings
+        self._client = client = clients[0]
+        self._sentinels = clients[1:]
+        self._prefix = f"ajb:{{{settings.namespace}}}:"
+        self._keys = [self._prefix + "all"]
+        self._channel = self._prefix + "events"
+        self._requests = (f"{secrets.token_hex(6)}.{n}" for n in itertools.count())
+        self._scripts = {
+            name: client.register_script(getattr(scripts, name))
+            for name in scripts.__all__
+        }
+        self._pubsub = client.pubsub()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: The highest sequence this connection has heard of.
+        self._last_seq = 0
+        #: The name of the life of the board's data this connection knows.
+        self._epoch = ""
+        #: Posts the last catch-up delivered, in case a message tells again.
+        self._caught_up: set[str] = set()
+        self._next = _Gatherer[_NextRequest, tuple[Job, Grant] | None](
+            self._claim_batch
+        )
+        self._finishes = _Gatherer[_FinishRequest, str](self._finish_batch)
+        self._posts = _Gatherer[Posting, Job](self._post_many)
+        self._probes = _Gatherer[None, bool](self._probe)
+
+    # -- opening and closing --------------------------------------------------
+
+    @classmethod
+    async def from_url(cls, url: str, *, books: BookStore | None = None) -> Self:
+        settings = _Settings.parse(url)
+        board = cls(url, settings, _clients(settings), books=books)
+        try:
+            await board._open()
+        except BaseException:
+            await board._close()
+            raise
+        return board
+
+    async def _open(self) -> None:
+        with self._translated():
+            for script in self._scripts.values():
+                await self._client.script_load(script.script)
+            await self._pubsub.subscribe(self._channel)
+            while True:
+                message = await self._pubsub.get_message(timeout=self._timeout)
+                if message is None:
+                    raise rexc.TimeoutError(f"no answer to SUBSCRIBE {self._channel}")
+                if message["type"] == "subscribe":
+                    break
+            found = await self._run_json("CATCH_UP", 2**53, 0, "", _fresh_name())
+            self._epoch, self._last_seq = found[0], int(found[1])
+        name = self._url
+        self._tasks = [
+            asyncio.create_task(self._listen(), name=f"aiojobboard events {name}"),
+            asyncio.create_task(self._reconcile(), name=f"aiojobboard sweep {name}"),
+        ]
+        logger.debug("connected to %s as %s", self._url, self._prefix)
+
+    async def _close(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            # The client may turn a cancellation into a timeout of its own,
+            # which the task's loop then survives: cancel until it ends.
+            while not task.done():
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
+        with suppress(rexc.RedisError, OSError):
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        for client in [self._client, *self._sentinels]:
+            with suppress(rexc.RedisError, OSError):
+                await client.aclose(close_connection_pool=True)
+
+    @property
+    def _timeout(self) -> float:
+        return self._settings.socket_timeout
+
+    # -- the edge: one mapping of Redis errors --------------------------------
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError) as exc:
+            raise ConnectionLost(
+                f"Redis for {self._url!r} could not be reached: {exc}"
+            ) from exc
+        except rexc.RedisError as exc:
+            raise JobBoardError(f"Redis for {self._url!r} failed: {exc}") from exc
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        with self._translated():
+            return await self._scripts[name](
+                keys=self._keys, args=[self._prefix, *args]
+            )
+
+    async def _run_json(self, name: str, *args: Any) -> list[Any]:
+        answer = json.loads(await self._run(name, *args))
+        # Lua's JSON encoder cannot tell an empty list from an empty object.
+        return answer if isinstance(answer, list) else []
+
+    # -- posting and reading --------------------------------------------------
+
+    async def _post(self, posting: Posting) -> Job:
+        return await self._posts.call(posting)
+
+    async def _post_many(self, postings: Sequence[Posting]) -> list[Job]:
+        # Single posts arrive here gathered too: one script call each way.
+        args: list[object] = [len(postings)]
+        for posting in postings:
+            base = (2 - int(posting.priority)) * _PRIORITY_SPAN
+            args += [posting.uuid, base, posting.encoded]
+        sequences = await self._run_json("POST", *args)
+        return [
+            posting.to_job(self, int(sequence))
+            for posting, sequence in zip(postings, sequences, strict=True)
+        ]
+
+    async def _get_job(self, uuid: str) -> Job | None:
+        try:
+            with self._translated():
+                found: list[Any] = await self._client.hmget(
+                    f"{self._prefix}job:{uuid}", ["p", "s"]
+                )
+        except JobBoardError as exc:
+            if not isinstance(exc.__cause__, rexc.ResponseError):
+                raise
+            self._garbage(uuid, exc)
+            return None
+        posting, sequence = found
+        if posting is None:
+            return None
+        return self._decode(uuid, posting, sequence)
+
+    async def _iter_jobs(self, only_unclaimed: bool) -> AsyncIterator[Job]:
+        index = "ready" if only_unclaimed else "all"
+        after = "-inf"
+        while True:
+            page = await self._run_json("PAGE", index, after, PAGE_SIZE)
+            for i in range(0, len(page), 4):
+                uuid, after, posting, sequence = page[i : i + 4]
+                job = self._decode(uuid, posting, sequence)
+                if job is not None:
+                    yield job
+            if len(page) < PAGE_SIZE * 4:
+                return
+
+    def _decode(self, uuid: str, posting: str, sequence: str) -> Job | None:
+        try:
+            return Posting.decode(posting).to_job(self, int(sequence))
+        except ValueError as exc:
+            self._garbage(uuid, exc)
+            return None
+
+    def _garbage(self, uuid: str, exc: Exception) -> None:
+        logger.warning(
+            "skipping job %s on %s: what is stored there is not a job (%s)",
+            uuid,
+            self._url,
+            exc,
+        )
+
+    async def _get_status(self, uuid: str) -> tuple[JobState, str | None]:
+        answer = await self._run("STATUS", uuid)
+        if not answer:
+            return JobState.COMPLETE, None
+        if not answer[0]:
+            return JobState.UNCLAIMED, None
+        return JobState.CLAIMED, answer[0]
+
+    async def _job_count(self) -> int:
+        with self._translated():
+            count: int = await self._client.zcard(self._keys[0])
+        return count
+
+    async def _has_unclaimed(self) -> bool:
+        # Every idle consumer asks at once when a job is posted: one asks Redis.
+        return await self._probes.call(None)
+
+    async def _probe(self, askers: list[None]) -> list[bool]:
+        return [bool(await self._run("HAS_UNCLAIMED"))] * len(askers)
+
+    # -- claiming -------------------------------------------------------------
+
+    async def _claim(self, uuid: str, owner: str, lease: float) -> Grant:
+        answer = await self._run_json(
+            "CLAIM", next(self._requests), uuid, owner, _ms(lease)
+        )
+        if answer[0] == "gone":
+            raise NotFound(f"job {uuid} is no longer on the board")
+        if answer[0] == "held":
+            raise UnclaimableJob(
+                f"job {uuid} is already claimed by {answer[1]!r}", owner=answer[1]
+            )
+        return Grant(int(answer[1]), int(answer[2]))
+
+    async def _claim_next(self, owner: str, lease: float) -> tuple[Job, Grant] | None:
+        return await self._next.call(_NextRequest(owner, _ms(lease)))
+
+    async def _claim_batch(
+        self, requests: list[_NextRequest]
+    ) -> list[tuple[Job, Grant] | None]:
+        results: list[tuple[Job, Grant] | None] = [None] * len(requests)
+        pending = list(range(len(requests)))
+        while pending:
+            args: list[object] = [next(self._requests), len(pending)]
+            for position in pending:
+                args += [requests[position].owner, requests[position].lease_ms]
+            answer = await self._run_json("CLAIM_NEXT", *args)
+            # The script grants the requests in order, as long as jobs last.
+            granted = len(answer) // 5
+            again = []
+            for j, position in enumerate(pending[:granted]):
+                uuid, token, attempt, sequence, posting = answer[5 * j : 5 * j + 5]
+                job = self._decode(uuid, posting, sequence)
+                if job is None:
+                    # The script's cheap check let it through; set it aside
+                    # and claim another for the same request.
+                    await self._run("QUARANTINE", uuid, token)
+                    again.append(position)
+                else:
+                    results[position] = (job, Grant(int(token), int(attempt)))
+            if not again:
+                break
+            pending = again + pending[granted:]
+        return results
+
+    async def _renew(self, claims: Sequence[Claim]) -> list[bool]:
+        args: list[object] = [len(claims)]
+        for claim in claims:
+            args += [claim.job.uuid, claim.owner, claim.token, _ms(claim.lease)]
+        answer = await self._run_json("RENEW", *args)
+        return [bool(renewed) for renewed in answer]
+
+    async def _finish(
+        self, uuid: str, owner: str, token: int | None, how: Finish
+    ) -> None:
+        answer = await self._finishes.call(_FinishRequest(uuid, owner, token, how))
+        if answer == "ok":
+            return
+        if answer == "gone":
+            raise NotFound(f"job {uuid} is no longer on the board")
+        if answer == "free":
+            raise NotOwner(f"job {uuid} is not claimed")
+        what, _, value = answer.partition(":")
+        if what == "owner":
+            raise NotOwner(f"job {uuid} is claimed by {value!r}, not {owner!r}")
+        raise NotOwner(f"job {uuid} is now held under token {value}, not {token}")
+
+    async def _finish_batch(self, requests: list[_FinishRequest]) -> list[str]:
+        args: list[object] = [next(self._requests), len(requests)]
+        for request in requests:
+            token = "" if request.token is None else request.token
+            args += [request.uuid, request.owner, token, request.how.name]
+        return await self._run_json("FINISH", *args)
+
+    # -- events and the reconcile timer ---------------------------------------
+
+    async def _listen(self) -> None:
+        """Hand each message of the board's channel to this connection's waiters.
+
+        The client subscribes again by itself after a reconnect; the
+        confirmation it then receives means messages may have been missed, so
+        every waiter is woken to look again.
+        """
+        failing = behind = False
+        while not self._closed:
+            try:
+                if behind:
+                    await self._catch_up()
+                    behind = False
+                message = await self._pubsub.get_message(timeout=1.0)
+            except (rexc.RedisError, OSError, JobBoardError) as exc:
+                if not failing:
+                    logger.warning(
+                        "lost the event channel of %s, reconnecting: %s", self._url, exc
+                    )
+                failing = True
+                await asyncio.sleep(0.5)
+                continue
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                if failing:
+                    logger.warning("reconnected the event channel of %s", self._url)
+                failing = False
+                behind = True
+            elif message["type"] == "message":
+                self._on_message(message["data"])
+
+    async def _catch_up(self) -> None:
+        """After a reconnect, deliver what the lost messages would have said.
+
+        Waiters are woken to look again. Jobs posted meanwhile are delivered
+        as POSTED, from the board itself, so that ``iterjobs(follow=True)``
+        does not miss them; a job that was abandoned or expired meanwhile is
+        seen by the next snapshot or claim, not by a running follower.
+        """
+        self._resync()
+        found = await self._run_json(
+            "CATCH_UP", self._last_seq, CATCH_UP_LIMIT, self._epoch, _fresh_name()
+        )
+        self._epoch, self._last_seq = found[0], int(found[1])
+        jobs = []
+        for i in range(2, len(found), 3):
+            job = self._decode(found[i], found[i + 2], found[i + 1])
+            if job is not None:
+                jobs.append(job)
+        jobs.sort(key=lambda job: (-job.priority, job.sequence))
+        # Messages after the reconnect may tell of some of these again.
+        self._caught_up = {job.uuid for job in jobs}
+        for job in jobs:
+            self._deliver(JobEvent(EventKind.POSTED, job.uuid, job=job))
+        logger.debug("caught up on %d posts on %s", len(jobs), self._url)
+
+    def _on_message(self, data: str) -> None:
+        try:
+            records = json.loads(data)
+        except ValueError as exc:
+            logger.warning("ignoring a bad event on %s: %r (%s)", self._url, data, exc)
+            return
+        for record in records:
+            event = self._event_of(record)
+            if event is not None:
+                self._deliver(event)
+
+    def _event_of(self, record: list[Any]) -> JobEvent | None:
+        try:
+            name, uuid, number, rest = record
+            kind = _KINDS[name]
+            if kind is EventKind.CLAIMED and not self._subscriptions:
+                # Only iterators read CLAIMED; no waiter is woken by it.
+                return None
+            if kind is not EventKind.POSTED:
+                return JobEvent(kind, uuid, owner=rest, token=int(number))
+            sequence = int(number)
+            if self._caught_up and uuid in self._caught_up:
+                self._caught_up.discard(uuid)
+                return None
+            self._last_seq = max(self._last_seq, sequence)
+            # Only an iterator needs the job itself; waiters need the notice.
+            if not self._subscriptions:
+                return JobEvent(kind, uuid)
+            job = Posting.decode(rest).to_job(self, sequence)
+            return JobEvent(kind, uuid, job=job)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning(
+                "ignoring a bad event on %s: %r (%s)", self._url, record, exc
+            )
+            return None
+
+    async def _reconcile(self) -> None:
+        """Sweep due leases often enough to announce expiries on time.
+
+        Every ``reconcile`` seconds, also wake every waiter to look again, in
+        case a message was lost.
+        """
+        resynced = time.monotonic()
+        while not self._closed:
+            try:
+                wait_ms = await self._run("SWEEP", 100)
+            except JobBoardError as exc:
+                logger.debug("could not sweep leases on %s: %s", self._url, exc)
+                wait_ms = -1
+            delay = SWEEP_EVERY if wait_ms < 0 else min(SWEEP_EVERY, wait_ms / 1000)
+            if time.monotonic() - resynced >= self._settings.reconcile:
+                resynced = time.monotonic()
+                self._resync()
+            await asyncio.sleep(min(delay + 0.005, self._settings.reconcile))
+
+
+def _fresh_name() -> str:
+    return secrets.token_hex(8)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _clients(settings: _Settings) -> list[aioredis.Redis]:
+    """The client for the board's server, then any Sentinel clients behind it."""
+    kwargs = settings.connection_kwargs()
+    if settings.service is None:
+        host, port = settings.hosts[0]
+        pool = BlockingConnectionPool(host=host, port=port, **kwargs)
+        return [aioredis.Redis.from_pool(pool)]
+    sentinel_kwargs = {
+        "socket_timeout": settings.socket_timeout,
+        "socket_connect_timeout": settings.connect_timeout,
+    }
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        settings.hosts, sentinel_kwargs=sentinel_kwargs
+    )
+    client: aioredis.Redis = sentinel.master_for(
+        settings.service, connection_pool_class=_BlockingSentinelPool, **kwargs
+    )
+    return [client, *sentinel.sentinels]
