@@ -1,8 +1,9 @@
 """Fixtures shared by the suites: boards on every adapter under test.
 
 ``AIOJOBBOARD_TEST_BOARDS`` picks the adapters, comma-separated (default:
-every adapter whose server the test command provides). Each test gets a board
-of its own, under a fresh name, so tests never see each other's jobs.
+memory only; the test command selects every adapter whose server it starts).
+Each test gets a board of its own, under a fresh name, so tests never see each
+other's jobs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import pytest
 
 import aiojobboard as ajb
+
+from .zookeeper_helpers import SUITE_SESSION, expire_session, play_dead
 
 REDIS_URL = os.environ.get("AIOJOBBOARD_TEST_REDIS", "redis://127.0.0.1:6379/0")
 ZOOKEEPER_URL = os.environ.get(
@@ -67,7 +70,15 @@ ZOOKEEPER_URL = os.environ.get(
 KITS: dict[str, Kit] = {
     "memory": Kit(lambda name: f"memory://{name}"),
     "redis": Kit(lambda name: f"{REDIS_URL}?namespace={name}"),
-    "zookeeper": Kit(lambda name: f"{ZOOKEEPER_URL}/{name}"),
+    # Claims on ZooKeeper end with their session, not a lease: a lapse is a
+    # session ended now, and a dead owner's short session times out on the
+    # server within the suite's patience.
+    "zookeeper": Kit(
+        lambda name: f"{ZOOKEEPER_URL}/{name}?session_timeout={SUITE_SESSION:g}",
+        lapse=expire_session,
+        kill=play_dead,
+        patience=max(LEASE * 8, SUITE_SESSION * 3),
+    ),
 }
 
 SELECTED = [
