@@ -52,4 +52,3 @@ def test_unknown_schemes_list_the_known_ones() -> None:
 )
 def test_passwords_are_masked(url: str, masked: str) -> None:
     assert mask_url(url) == masked
-
