@@ -11,7 +11,7 @@ Runs both on the same Redis server, back to back, and prints a table:
 By default it starts a private redis-server on a free port, with its data in
 a temporary directory, so the shared server is never filled or flushed.
 TaskFlow runs in a virtual environment of its own (``.venv-taskflow``, made
-by ``benchmarks/redis_setup.sh``), never as a dependency of the project.
+by ``benchmarks/taskflow_setup.sh``), never as a dependency of the project.
 
     .venv/bin/python benchmarks/redis_board.py
 """
@@ -156,10 +156,11 @@ async def board_sizes(
 def run_taskflow(
     host: str, port: int, jobs: int, consumers: list[int]
 ) -> dict[str, float]:
-    if not TASKFLOW_PYTHON.exists():
-        subprocess.run(
-            ["bash", str(Path(__file__).parent / "redis_setup.sh")], check=True
-        )
+    subprocess.run(
+        ["bash", str(Path(__file__).parent / "taskflow_setup.sh")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     out = subprocess.run(
         [str(TASKFLOW_PYTHON), str(TASKFLOW_SCRIPT), host, str(port), str(jobs)]
         + [str(c) for c in consumers],

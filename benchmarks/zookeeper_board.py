@@ -11,7 +11,7 @@ The server is the one the tests use (``scripts/services/zookeeper`` starts it
 on 127.0.0.1:2181 if none runs). Each run works under fresh paths, and
 removes its jobs as it drains them. TaskFlow and kazoo run in a virtual
 environment of their own (``.venv-taskflow``, made by
-``benchmarks/zookeeper_setup.sh``), never as dependencies of the project.
+``benchmarks/taskflow_setup.sh``), never as dependencies of the project.
 
     .venv/bin/python benchmarks/zookeeper_board.py
 """
@@ -106,7 +106,7 @@ def run_taskflow(
     hosts: str, jobs: int, consumers: int, posters: int
 ) -> dict[str, float]:
     subprocess.run(
-        ["bash", str(HERE / "zookeeper_setup.sh")],
+        ["bash", str(HERE / "taskflow_setup.sh")],
         check=True,
         stdout=subprocess.DEVNULL,
     )
