@@ -1,7 +1,7 @@
 """Logbook throughput on PostgreSQL: aiojobboard's store against TaskFlow's.
 
 Runs TaskFlow's SQLAlchemy persistence backend (in its own venv, made by
-postgres_setup.sh) and aiojobboard's PostgreSQL store on the same server, back
+taskflow_setup.sh) and aiojobboard's PostgreSQL store on the same server, back
 to back, each in a fresh database, with the same books: ``--flows`` flows of
 ``--atoms`` atoms each. It measures saving whole books, loading them, and
 updating atoms; TaskFlow's backend is synchronous, so it runs one call at a
@@ -108,7 +108,7 @@ async def measure_round(
 
 def measure_taskflow(url: str, args: argparse.Namespace) -> dict[str, float]:
     setup = subprocess.run(
-        ["bash", str(HERE / "postgres_setup.sh")],
+        ["bash", str(HERE / "taskflow_setup.sh")],
         check=True,
         capture_output=True,
         text=True,

@@ -1,6 +1,6 @@
 """The TaskFlow half of postgres_books.py: its SQLAlchemy persistence backend.
 
-Run by postgres_books.py in the venv that benchmarks/postgres_setup.sh makes,
+Run by postgres_books.py in the venv that benchmarks/taskflow_setup.sh makes,
 never imported by aiojobboard. It saves, loads and updates books shaped like
 the other half's, one call at a time as TaskFlow's backend works, and prints
 its figures as one line of JSON.

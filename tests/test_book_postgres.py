@@ -240,6 +240,28 @@ async def test_children_are_indexed_by_parent(store: BookStore) -> None:
     assert [len(flow) for flow in loaded] == [9] * 12
 
 
+async def test_no_flow_or_atom_outlives_its_book(store: BookStore) -> None:
+    await store.save_logbook(make_book(flows=2, atoms=3))
+    doomed = await store.save_logbook(make_book(flows=3, atoms=4))
+    first = next(iter(doomed))
+    first.add(AtomDetail("added later"))
+    await store.update_flow_details(first)
+    await store.destroy_logbook(doomed.uuid)
+
+    schema = store.schema  # type: ignore[attr-defined]
+    count = (
+        f'SELECT (SELECT count(*) FROM "{schema}".ajb_flowdetails), '
+        f'(SELECT count(*) FROM "{schema}".ajb_atomdetails)'
+    )
+    conn = await asyncpg.connect(plain_dsn(POSTGRES_URL))
+    try:
+        assert tuple(await conn.fetchrow(count)) == (2, 6)
+        await store.clear_all()
+        assert tuple(await conn.fetchrow(count)) == (0, 0)
+    finally:
+        await conn.close()
+
+
 # -- bad input ----------------------------------------------------------------
 @pytest.mark.parametrize("where", ["book name", "flow state", "atom results"])
 async def test_nul_characters_are_refused_before_any_write(

@@ -26,11 +26,9 @@ from .models import (
     FlowDetail,
     LogBook,
     check_atom,
-    check_book,
-    check_flow,
+    checked_copy_book,
+    checked_copy_flow,
     copy_atom,
-    copy_book,
-    copy_flow,
     utc_now,
 )
 
@@ -67,8 +65,7 @@ class BookStore(abc.ABC):
         are inserted or merged the same way, and stored ones it lacks are kept.
         """
         self._check_open()
-        check_book(book)
-        given = copy_book(book)
+        given = checked_copy_book(book)
         given.updated_at = utc_now()
         saved = await self._save_book(given)
         logger.debug("saved logbook %s with %d flows", saved.uuid, len(saved))
@@ -108,8 +105,7 @@ class BookStore(abc.ABC):
     async def update_flow_details(self, flow: FlowDetail) -> FlowDetail:
         """Merge *flow* and its atoms into the stored flow; return what is stored."""
         self._check_open()
-        check_flow(flow)
-        updated = await self._update_flow(copy_flow(flow), utc_now())
+        updated = await self._update_flow(checked_copy_flow(flow), utc_now())
         if updated is None:
             raise NotFound(f"no flow with uuid {flow.uuid!r} in any logbook")
 

@@ -7,8 +7,9 @@ callers build and read; a store copies them on the way in and on the way out,
 so an object a caller holds is never the one a store keeps.
 
 The functions below the classes are shared by every store: ``check_*`` refuse
-what no store can keep, ``copy_*`` give an object that shares nothing, and
-``merge_*`` fold a saved object into the stored one.
+what no store can keep, ``copy_*`` give an object that shares nothing,
+``checked_copy_*`` do both in one pass, and ``merge_*`` fold a saved object
+into the stored one.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ __all__ = [
     "check_atom",
     "check_book",
     "check_flow",
+    "checked_copy_book",
+    "checked_copy_flow",
     "copy_atom",
     "copy_book",
     "copy_flow",
@@ -344,6 +347,168 @@ def copy_book(book: LogBook) -> LogBook:
     copied.meta = _copy_json(book.meta)
     copied._flows = [copy_flow(flow) for flow in book._flows]
     return copied
+
+
+# -- checking and copying at once ----------------------------------------------
+# A save checks and copies every value of a book: done value by value in
+# Python, that costs more than storing the book. One trip of all the book's
+# JSON values through the C encoder and decoder does both at once, the copies
+# compared with the originals in C as well: a key that is not a str, a tuple or
+# anything else JSON would not give back unchanged makes them differ, and a
+# float that JSON cannot hold stops the encoder. Anything unsure goes back to
+# check_book and copy_book, which explain it exactly as before.
+_ENCODER = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+)
+
+
+def _json_copies(values: list[Any]) -> list[Any] | None:
+    """Return copies of *values* through JSON, or ``None`` when unsure of them."""
+    try:
+        copies: list[Any] = json.loads(_ENCODER.encode(values))
+        same = copies == values
+    except (TypeError, ValueError, RecursionError):
+        return None
+
+    return copies if same else None
+
+
+def _typed_atom(atom: object) -> bool:
+    """Whether *atom* passes check_atom's type checks, told without a message."""
+    return (
+        isinstance(atom, AtomDetail)
+        and isinstance(atom.name, str)
+        and atom.name != ""
+        and isinstance(atom.uuid, str)
+        and atom.uuid != ""
+        and (atom.state is None or isinstance(atom.state, str))
+        and isinstance(atom.intention, str)
+        and (atom.version is None or isinstance(atom.version, str))
+        and (atom.failure is None or isinstance(atom.failure, dict))
+        and isinstance(atom.meta, dict)
+    )
+
+
+def _typed_flow(flow: object) -> bool:
+    """Whether *flow* passes check_flow's type checks, atoms aside."""
+    return (
+        isinstance(flow, FlowDetail)
+        and isinstance(flow.name, str)
+        and flow.name != ""
+        and isinstance(flow.uuid, str)
+        and flow.uuid != ""
+        and (flow.state is None or isinstance(flow.state, str))
+        and isinstance(flow.meta, dict)
+    )
+
+
+def _typed_book(book: LogBook) -> bool:
+    """Whether *book* passes check_book's type checks, flows aside."""
+    return (
+        isinstance(book.name, str)
+        and book.name != ""
+        and isinstance(book.uuid, str)
+        and book.uuid != ""
+        and isinstance(book.meta, dict)
+        and isinstance(book.created_at, datetime)
+        and book.created_at.utcoffset() is not None
+        and (
+            book.updated_at is None
+            or (
+                isinstance(book.updated_at, datetime)
+                and book.updated_at.utcoffset() is not None
+            )
+        )
+    )
+
+
+def _quick_flows(flows: list[FlowDetail], values: list[Any]) -> bool:
+    """Whether *flows* pass every check but JSON's; gather their JSON *values*."""
+    atoms = 0
+    uuids: set[str] = set()
+    add = values.append
+    for flow in flows:
+        if not _typed_flow(flow):
+            return False
+
+        add(flow.meta)
+        for atom in flow._atoms:
+            if not _typed_atom(atom):
+                return False
+
+            add(atom.results)
+            add(atom.failure)
+            add(atom.meta)
+            uuids.add(atom.uuid)
+
+        atoms += len(flow._atoms)
+
+    # Atoms unique across the flows are unique within each of them too.
+    return len(uuids) == atoms
+
+
+# Set one by one, an atom's fields stay inside the instance: copying its
+# __dict__ would give each copy a dict of its own, one more object for the
+# garbage collector to walk while the save is on its way.
+_ATOM_KEPT = tuple(
+    each.name
+    for each in fields(AtomDetail)
+    if each.name not in ("results", "failure", "meta")
+)
+
+
+def _copy_flows(flows: list[FlowDetail], copies: Iterator[Any]) -> list[FlowDetail]:
+    """Copy *flows* and their atoms, taking their JSON values from *copies*."""
+    copied = []
+    for flow in flows:
+        new_flow = _shallow(flow)
+        new_flow.meta = next(copies)
+        atoms = []
+        for atom in flow._atoms:
+            new_atom = object.__new__(type(atom))
+            for name in _ATOM_KEPT:
+                setattr(new_atom, name, getattr(atom, name))
+
+            new_atom.results = next(copies)
+            new_atom.failure = next(copies)
+            new_atom.meta = next(copies)
+            atoms.append(new_atom)
+
+        new_flow._atoms = atoms
+        copied.append(new_flow)
+
+    return copied
+
+
+def checked_copy_book(book: LogBook) -> LogBook:
+    """Check *book* as ``check_book`` does, then return ``copy_book(book)``."""
+    values: list[Any] = []
+    if isinstance(book, LogBook) and _typed_book(book):
+        values.append(book.meta)
+        flows = book._flows
+        if _quick_flows(flows, values) and len({f.uuid for f in flows}) == len(flows):
+            copies = _json_copies(values)
+            if copies is not None:
+                copied = _shallow(book)
+                each = iter(copies)
+                copied.meta = next(each)
+                copied._flows = _copy_flows(flows, each)
+                return copied
+
+    check_book(book)
+    return copy_book(book)
+
+
+def checked_copy_flow(flow: FlowDetail) -> FlowDetail:
+    """Check *flow* as ``check_flow`` does, then return ``copy_flow(flow)``."""
+    values: list[Any] = []
+    if _quick_flows([flow], values):
+        copies = _json_copies(values)
+        if copies is not None:
+            return _copy_flows([flow], iter(copies))[0]
+
+    check_flow(flow)
+    return copy_flow(flow)
 
 
 def merge_atom(stored: AtomDetail, given: AtomDetail) -> None:

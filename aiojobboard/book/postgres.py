@@ -44,6 +44,7 @@ import asyncio
 import contextlib
 import copy
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -57,7 +58,6 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg  # type: ignore[import-untyped]
 
 from .._connect import mask_url, positive_float, positive_int, read_options, scheme_of
-from .._json import dumps
 from ..errors import ConnectionLost, JobBoardError
 from .base import BookStore
 from .models import AtomDetail, FlowDetail, LogBook, describe
@@ -180,51 +180,81 @@ _LOAD_ATOMS = f"""
 """
 
 # Upserts of a whole level at once: one statement per table, fed by one JSON
-# array of rows, which costs the client one serialization instead of one per
-# value. A child already held by another parent is left alone by the WHERE of
-# its DO UPDATE, so it is missing from the count returned, and the caller
-# refuses.
+# array per column, which costs the client one serialization per column rather
+# than per value (asyncpg's text arrays cost more still: it inspects each
+# element in Python). ROWS FROM zips the columns back into rows. A child
+# already held by another parent is left alone by the WHERE of its DO UPDATE,
+# so it is missing from the count returned, and the caller refuses. A WHERE
+# that does not hold stops the whole insert before its rows are even read.
 
 
-def _upsert_flows(book: str, now: str, rows: str) -> str:
-    return f"""
-    INSERT INTO {{s}}.ajb_flowdetails AS f
-        (uuid, logbook_uuid, name, state, meta, updated_at)
-    SELECT g.e->>1, {book}, g.e->>0, g.e->>2, g.e->3, {now}
-    FROM jsonb_array_elements({rows}::jsonb) WITH ORDINALITY AS g(e, i)
-    ORDER BY g.i
+def _rows_from(first: int, texts: int, values: int) -> str:
+    """Rows of *texts* text columns, then *values* JSON ones, from $first on."""
+    params = (f"${first + k}::jsonb" for k in range(texts + values))
+    calls = [f"jsonb_array_elements_text({p})" for p in itertools.islice(params, texts)]
+    calls += [f"jsonb_array_elements({p})" for p in params]
+    return "ROWS FROM ({})".format(",\n        ".join(calls))
+
+
+_MERGE_FLOW = """
     ON CONFLICT (uuid) DO UPDATE
         SET name = excluded.name, state = excluded.state, meta = excluded.meta,
             updated_at = excluded.updated_at
         WHERE f.logbook_uuid = excluded.logbook_uuid
-    RETURNING 1
-    """
-
-
-def _upsert_atoms(now: str, rows: str, *, source: str = "") -> str:
-    return f"""
-    INSERT INTO {{s}}.ajb_atomdetails AS a
-        (uuid, flow_uuid, name, state, intention, results, failure, meta,
-         version, updated_at)
-    SELECT g.e->>1, g.e->>8, g.e->>0, g.e->>2, g.e->>3,
-        nullif(g.e->4, 'null'), nullif(g.e->5, 'null'),
-        g.e->6, g.e->>7, {now}
-    FROM {source} jsonb_array_elements({rows}::jsonb) WITH ORDINALITY AS g(e, i)
-    ORDER BY g.i
+"""
+_MERGE_ATOM = """
     ON CONFLICT (uuid) DO UPDATE
         SET name = excluded.name, state = excluded.state,
             intention = excluded.intention, results = excluded.results,
             failure = excluded.failure, meta = excluded.meta,
             version = excluded.version, updated_at = excluded.updated_at
         WHERE a.flow_uuid = excluded.flow_uuid
+"""
+
+
+def _write_flows(book: str, now: str, first: int, *, when: str, merge: bool) -> str:
+    """Insert the flows, or with *merge* upsert them, when *when* holds."""
+    return f"""
+    INSERT INTO {{s}}.ajb_flowdetails AS f
+        (uuid, logbook_uuid, name, state, meta, updated_at)
+    SELECT r.uuid, {book}, r.name, r.state, r.meta, {now}
+    FROM {_rows_from(first, 3, 1)} WITH ORDINALITY AS r(uuid, name, state, meta, i)
+    WHERE {when}
+    ORDER BY r.i
+    {_MERGE_FLOW if merge else ""}
     RETURNING 1
     """
 
 
-# $1 uuid, $2 now, $3 name, $4 meta, $5 created_at, $6 flows, $7 atoms, $8
-# and $9 how many flows and atoms must be written. Short of that, the statement
-# fails, so that all of it is undone without a transaction of several round
-# trips around it.
+def _write_atoms(
+    now: str, first: int, *, when: str = "true", merge: bool = True, source: str = ""
+) -> str:
+    """Insert the atoms, or with *merge* upsert them, when *when* holds."""
+    return f"""
+    INSERT INTO {{s}}.ajb_atomdetails AS a
+        (uuid, flow_uuid, name, state, intention, version, results, failure,
+         meta, updated_at)
+    SELECT r.uuid, r.flow, r.name, r.state, r.intention, r.version,
+        nullif(r.results, 'null'), nullif(r.failure, 'null'), r.meta, {now}
+    FROM {source} {_rows_from(first, 6, 3)} WITH ORDINALITY AS r(
+        uuid, flow, name, state, intention, version, results, failure, meta, i)
+    WHERE {when}
+    ORDER BY r.i
+    {_MERGE_ATOM if merge else ""}
+    RETURNING 1
+    """
+
+
+# $1 uuid, $2 now, $3 name, $4 meta, $5 created_at, $6 to $9 the flows' columns,
+# $10 to $18 the atoms', $19 and $20 how many flows and atoms must be written.
+# Short of that, the statement fails, so that all of it is undone without a
+# transaction of several round trips around it.
+#
+# The children of a book that was not stored yet are inserted plainly, which
+# spares the server the search for a conflict that ON CONFLICT makes before
+# each row. Should one of them belong to another parent after all, its unique
+# index refuses it, and the statement fails just the same.
+_NEW = "(SELECT inserted FROM book)"
 _SAVE_BOOK = f"""
     WITH book AS (
         INSERT INTO {{s}}.ajb_logbooks AS b
@@ -235,19 +265,24 @@ _SAVE_BOOK = f"""
                 updated_at = excluded.updated_at
         RETURNING xmax = 0 AS inserted, created_at
     ),
-    flows AS ({_upsert_flows("$1", "$2", "$6")}),
-    atoms AS ({_upsert_atoms("$2", "$7")})
+    new_flows AS ({_write_flows("$1", "$2", 6, when=_NEW, merge=False)}),
+    new_atoms AS ({_write_atoms("$2", 10, when=_NEW, merge=False)}),
+    flows AS ({_write_flows("$1", "$2", 6, when=f"NOT {_NEW}", merge=True)}),
+    atoms AS ({_write_atoms("$2", 10, when=f"NOT {_NEW}")})
     SELECT book.inserted, book.created_at,
-        CASE WHEN (SELECT count(*) FROM flows) <> $8
-            OR (SELECT count(*) FROM atoms) <> $9
+        CASE WHEN (SELECT count(*) FROM flows) + (SELECT count(*) FROM new_flows) <> $19
+            OR (SELECT count(*) FROM atoms) + (SELECT count(*) FROM new_atoms) <> $20
         THEN {{s}}.ajb_refuse('a flow or an atom belongs to another parent')
         END AS refused
     FROM book
 """
 #: The SQLSTATE of ajb_refuse.
 _REFUSED = "AJB01"
-# $1 now, $2 name, $3 state, $4 meta, $5 uuid, $6 atoms. The atoms are
-# written only when the flow exists: they come from a join with it.
+#: The SQLSTATE of a unique violation, which a plain insert of a child raises.
+_TAKEN = "23505"
+# $1 now, $2 name, $3 state, $4 meta, $5 uuid, $6 to $14 the atoms' columns.
+# The atoms are written only when the flow exists: they come from a join with
+# it.
 _UPDATE_FLOW = f"""
     WITH flow AS (
         UPDATE {{s}}.ajb_flowdetails
@@ -255,7 +290,7 @@ _UPDATE_FLOW = f"""
         WHERE uuid = $5
         RETURNING uuid
     ),
-    atoms AS ({_upsert_atoms("$1", "$6", source="flow,")})
+    atoms AS ({_write_atoms("$1", 6, source="flow,")})
     SELECT (SELECT count(*) FROM flow) AS found,
         (SELECT count(*) FROM atoms) AS atoms
 """
@@ -468,9 +503,16 @@ def _refuse_nul(objects: Iterable[LogBook | FlowDetail | AtomDetail]) -> None:
                     )
 
 
-def _document(rows: list[Any], objects: Iterable[Any]) -> str:
+# The values were checked as JSON before they reach the store, so the encoder
+# need not look for cycles again.
+_encode = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, check_circular=False
+).encode
+
+
+def _document(rows: Any, objects: Iterable[Any]) -> str:
     """Serialize *rows* for the server, refusing text it cannot store."""
-    text = dumps(rows)
+    text = _encode(rows)
     # Cheap on the whole text; it also matches an escaped backslash followed
     # by "u0000", which the exact look that follows lets through.
     if "\\u0000" in text:
@@ -479,28 +521,49 @@ def _document(rows: list[Any], objects: Iterable[Any]) -> str:
     return text
 
 
-def _flow_rows(flows: list[FlowDetail]) -> str:
-    rows = [[flow.name, flow.uuid, flow.state, flow.meta] for flow in flows]
-    return _document(rows, flows)
+def _texts(column: list[str | None], objects: list[Any]) -> str:
+    """Serialize a column of texts for the server, as ``_document`` does."""
+    # Uuids, names and states seldom hold a character that JSON escapes (a
+    # control character, a quote other than the separators', a backslash):
+    # joined in C, they skip the encoder's work on each of them. A None
+    # among them makes join() refuse, and they go to the encoder too.
+    with contextlib.suppress(TypeError):
+        joined = '","'.join(column)  # type: ignore[arg-type]
+        if (
+            column
+            and joined.isprintable()
+            and "\\" not in joined
+            and joined.count('"') == 2 * len(column) - 2
+        ):
+            return f'["{joined}"]'
+
+    return _document(column, objects)
 
 
-def _atom_rows(flows: list[FlowDetail]) -> str:
-    rows = [
-        [
-            atom.name,
-            atom.uuid,
-            atom.state,
-            atom.intention,
-            atom.results,
-            atom.failure,
-            atom.meta,
-            atom.version,
-            flow.uuid,
-        ]
-        for flow in flows
-        for atom in flow
-    ]
-    return _document(rows, (atom for flow in flows for atom in flow))
+def _flow_columns(flows: list[FlowDetail]) -> tuple[str, ...]:
+    """The flows' parameters: their uuids, names, states and metas."""
+    return (
+        _texts([flow.uuid for flow in flows], flows),
+        _texts([flow.name for flow in flows], flows),
+        _texts([flow.state for flow in flows], flows),
+        _document([flow.meta for flow in flows], flows),
+    )
+
+
+def _atom_columns(flows: list[FlowDetail]) -> tuple[str, ...]:
+    """The atoms' parameters, in the order ``_write_atoms`` takes them."""
+    atoms = [atom for flow in flows for atom in flow]
+    return (
+        _texts([atom.uuid for atom in atoms], atoms),
+        _texts([flow.uuid for flow in flows for _ in flow], atoms),
+        _texts([atom.name for atom in atoms], atoms),
+        _texts([atom.state for atom in atoms], atoms),
+        _texts([atom.intention for atom in atoms], atoms),
+        _texts([atom.version for atom in atoms], atoms),
+        _document([atom.results for atom in atoms], atoms),
+        _document([atom.failure for atom in atoms], atoms),
+        _document([atom.meta for atom in atoms], atoms),
+    )
 
 
 def _atom_update_row(atom: AtomDetail, now: datetime) -> str:
@@ -516,10 +579,6 @@ def _atom_update_row(atom: AtomDetail, now: datetime) -> str:
         now.isoformat(),
     ]
     return _document(row, [atom])
-
-
-def _json_value(obj: LogBook | FlowDetail | AtomDetail, value: Any) -> str | None:
-    return None if value is None else _document(value, [obj])
 
 
 def _fail(waiting: list[asyncio.Future[bool]], exc: BaseException) -> None:
@@ -713,17 +772,23 @@ class PostgresBookStore(BookStore):
         pool = self._pool
         assert pool is not None, "the store was opened by from_url"
 
-        async def attempt() -> _T:
+        async def acquire() -> asyncpg.Connection:
             with _translated(self):
-                async with pool.acquire(timeout=self.connect_timeout) as conn:
+                # Given to acquire() itself, the timeout would run it in a
+                # task of its own: one more turn of the event loop per call.
+                async with asyncio.timeout(self.connect_timeout):
+                    return await pool.acquire()
+
+        async def attempt() -> _T:
+            conn = await acquire()
+            with _translated(self):
+                try:
                     return await work(conn)
+                finally:
+                    await pool.release(conn)
 
         if again:
             return await self._retrying(attempt)
-
-        async def acquire() -> asyncpg.Connection:
-            with _translated(self):
-                return await pool.acquire(timeout=self.connect_timeout)
 
         # Reaching the server is retried; the request itself runs once.
         conn = await self._retrying(acquire)
@@ -755,16 +820,16 @@ class PostgresBookStore(BookStore):
     # -- the hooks ------------------------------------------------------------
 
     async def _save_book(self, book: LogBook) -> LogBook:
-        flows = list(book)
+        flows = book._flows
         _document([book.name, book.uuid], [book])
         params = (
             book.uuid,
             book.updated_at,
             book.name,
-            _json_value(book, book.meta),
+            _document(book.meta, [book]),
             book.created_at,
-            _flow_rows(flows),
-            _atom_rows(flows),
+            *_flow_columns(flows),
+            *_atom_columns(flows),
             len(flows),
             sum(len(flow) for flow in flows),
         )
@@ -773,7 +838,7 @@ class PostgresBookStore(BookStore):
             try:
                 row = await conn.fetchrow(self._sql["save_book"], *params)
             except asyncpg.PostgresError as exc:
-                if exc.sqlstate != _REFUSED:
+                if exc.sqlstate not in (_REFUSED, _TAKEN):
                     raise
 
                 raise _Refused(await self._foreign(conn, book)) from None
@@ -875,9 +940,9 @@ class PostgresBookStore(BookStore):
             now,
             flow.name,
             flow.state,
-            _json_value(flow, flow.meta),
+            _document(flow.meta, [flow]),
             flow.uuid,
-            _atom_rows([flow]),
+            *_atom_columns([flow]),
         )
 
         async def update(conn: asyncpg.Connection) -> FlowDetail | None:
