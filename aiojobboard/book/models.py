@@ -18,7 +18,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 from uuid import uuid4
 
 from .._json import check_json, dumps
@@ -80,11 +80,58 @@ class AtomDetail:
         _check_dict(label, "meta", self.meta)
 
 
+_C = TypeVar("_C", "FlowDetail", AtomDetail)
+
+
+class _Holder(Generic[_C]):
+    """What a logbook and a flow share: children kept in the order added."""
+
+    _kind: ClassVar[str]
+    _child_type: ClassVar[type[Any]]
+    name: str
+    uuid: str
+
+    def _children(self) -> list[_C]:
+        raise NotImplementedError
+
+    def add(self, child: _C) -> None:
+        """Attach *child* after the children already held."""
+        wanted = self._child_type.__name__
+        if not isinstance(child, self._child_type):
+            raise TypeError(
+                f"expected {_article(wanted)} {wanted}, not {type(child).__name__}"
+            )
+
+        if self.find(child.uuid) is not None:
+            label = f"{self._kind} {self.name!r} (uuid {self.uuid})"
+            raise ValueError(
+                f"{label} already holds {_article(child._kind)} {child._kind} "
+                f"{child.uuid}"
+            )
+
+        self._children().append(child)
+
+    def find(self, uuid: str) -> _C | None:
+        """Return the held child with this *uuid*, or ``None``."""
+        return next((child for child in self._children() if child.uuid == uuid), None)
+
+    def __iter__(self) -> Iterator[_C]:
+        return iter(self._children())
+
+    def __len__(self) -> int:
+        return len(self._children())
+
+
+def _article(word: str) -> str:
+    return "an" if word[0].lower() in "aeiou" else "a"
+
+
 @dataclass
-class FlowDetail:
+class FlowDetail(_Holder[AtomDetail]):
     """One flow of a logbook, holding its atom details in the order added."""
 
     _kind: ClassVar[str] = "flow"
+    _child_type: ClassVar[type[Any]] = AtomDetail
 
     name: str
     uuid: str = field(default_factory=_new_uuid)
@@ -101,29 +148,12 @@ class FlowDetail:
         _check_text(label, "state", self.state, optional=True)
         _check_dict(label, "meta", self.meta)
 
-    def add(self, atom: AtomDetail) -> None:
-        """Attach *atom* after the atoms already held."""
-        if not isinstance(atom, AtomDetail):
-            raise TypeError(f"expected an AtomDetail, not {type(atom).__name__}")
-
-        if self.find(atom.uuid) is not None:
-            raise ValueError(f"{describe(self)} already holds an atom {atom.uuid}")
-
-        self._atoms.append(atom)
-
-    def find(self, uuid: str) -> AtomDetail | None:
-        """Return the held atom with this *uuid*, or ``None``."""
-        return _find(self._atoms, uuid)
-
-    def __iter__(self) -> Iterator[AtomDetail]:
-        return iter(self._atoms)
-
-    def __len__(self) -> int:
-        return len(self._atoms)
+    def _children(self) -> list[AtomDetail]:
+        return self._atoms
 
 
 @dataclass
-class LogBook:
+class LogBook(_Holder[FlowDetail]):
     """A named record of work, holding its flow details in the order added.
 
     ``updated_at`` belongs to the store: it is set on every save or update,
@@ -131,6 +161,7 @@ class LogBook:
     """
 
     _kind: ClassVar[str] = "logbook"
+    _child_type: ClassVar[type[Any]] = FlowDetail
 
     name: str
     uuid: str = field(default_factory=_new_uuid)
@@ -154,32 +185,8 @@ class LogBook:
         if self.updated_at is not None:
             _check_time(label, "updated_at", self.updated_at)
 
-    def add(self, flow: FlowDetail) -> None:
-        """Attach *flow* after the flows already held."""
-        if not isinstance(flow, FlowDetail):
-            raise TypeError(f"expected a FlowDetail, not {type(flow).__name__}")
-
-        if self.find(flow.uuid) is not None:
-            raise ValueError(f"{describe(self)} already holds a flow {flow.uuid}")
-
-        self._flows.append(flow)
-
-    def find(self, uuid: str) -> FlowDetail | None:
-        """Return the held flow with this *uuid*, or ``None``."""
-        return _find(self._flows, uuid)
-
-    def __iter__(self) -> Iterator[FlowDetail]:
-        return iter(self._flows)
-
-    def __len__(self) -> int:
-        return len(self._flows)
-
-
-_Child = TypeVar("_Child", FlowDetail, AtomDetail)
-
-
-def _find(children: list[_Child], uuid: str) -> _Child | None:
-    return next((child for child in children if child.uuid == uuid), None)
+    def _children(self) -> list[FlowDetail]:
+        return self._flows
 
 
 def describe(obj: LogBook | FlowDetail | AtomDetail) -> str:
@@ -543,9 +550,9 @@ def merge_book(stored: LogBook, given: LogBook) -> None:
 
 
 def _fold(
-    stored: list[_Child],
-    given: list[_Child],
-    merge: Callable[[_Child, _Child], None],
+    stored: list[_C],
+    given: list[_C],
+    merge: Callable[[_C, _C], None],
 ) -> None:
     known = {child.uuid: child for child in stored}
     for child in given:
