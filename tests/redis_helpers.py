@@ -14,7 +14,13 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["DroppingProxy", "RedisServer", "ensure_shared_redis", "free_port"]
+__all__ = [
+    "DroppingProxy",
+    "RedisCluster",
+    "RedisServer",
+    "ensure_shared_redis",
+    "free_port",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +104,83 @@ class RedisServer:
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"redis-server on port {self.port} did not start")
+
+
+class RedisCluster:
+    """A Redis Cluster of three masters and no replicas, each a test's own server."""
+
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                directory / f"node-{i}",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                # The bus would default to the port plus 10000, past 65535
+                # for many of the free ports the system hands out.
+                "--cluster-port",
+                str(free_port()),
+                "--appendonly",
+                "no",
+            )
+            for i in range(masters)
+        ]
+
+    @property
+    def ports(self) -> list[int]:
+        return [node.port for node in self.nodes]
+
+    def url(self, namespace: str) -> str:
+        # Naming two nodes, not all, shows the client finds the rest itself.
+        hosts = ",".join(f"127.0.0.1:{port}" for port in self.ports[:2])
+        return f"redis+cluster://{hosts}?namespace={namespace}"
+
+    def start(self) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            subprocess.run(
+                [
+                    "redis-cli",
+                    "--cluster",
+                    "create",
+                    *(f"127.0.0.1:{port}" for port in self.ports),
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
+            self._wait_until_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def cli(self, port: int, *args: str) -> str:
+        return subprocess.run(
+            ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
+
+    def _wait_until_ok(self) -> None:
+        # Each node says ok only once it has heard that every slot is served.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            states = [self.cli(port, "CLUSTER", "INFO") for port in self.ports]
+            if all("cluster_state:ok" in state for state in states):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the cluster on ports {self.ports} did not come up")
 
 
 class DroppingProxy:

@@ -1,4 +1,5 @@
-"""The Redis adapter: ``redis://``, ``rediss://`` and ``redis+sentinel://`` boards.
+"""The Redis adapter: ``redis://``, ``rediss://``, ``redis+sentinel://`` and
+``redis+cluster://`` boards.
 
 Each state change is one Lua script (see ``_redis_scripts``) that checks the
 owner and the fencing token on the server, so clients never race between a
@@ -19,6 +20,11 @@ from queueing behind each other's round trips.
 The client retries a call whose connection failed. A script that ran but whose
 reply was lost must not change the board twice, so every changing script
 carries a request id and answers a repeated id with its first answer.
+
+On a Redis Cluster every key of a board shares one hash tag, so the whole
+board lives in one slot: each script runs on the master that owns it, routed
+by its first key, and the same scripts serve a single server and a cluster.
+Boards of different namespaces spread over the masters.
 """
 
 from __future__ import annotations
@@ -30,13 +36,14 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 import redis.exceptions as rexc
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
@@ -159,6 +166,8 @@ class _Settings:
             options = read_options(url, allowed)
         except ValueError as exc:
             if scheme != "rediss" and any(name in str(exc) for name in _TLS_OPTIONS):
+                if scheme == "redis+cluster":
+                    raise ValueError(f"{exc}; redis+cluster:// has no TLS") from None
                 raise ValueError(f"{exc}; TLS options need a rediss:// URL") from None
             raise
         tls = {name: options.pop(name) for name in _TLS_OPTIONS if name in options}
@@ -173,6 +182,17 @@ class _Settings:
                     f"as in redis+sentinel://host:26379/mymaster: {mask_url(url)!r}"
                 )
             service = path.pop(0)
+        elif scheme == "redis+cluster":
+            if path:
+                raise ValueError(
+                    f"a redis+cluster:// URL has no path, as a cluster has only "
+                    f"database 0, not {'/'.join(path)!r}, in {mask_url(url)!r}"
+                )
+            if options.get("max_connections", 2) < 2:
+                raise ValueError(
+                    "option 'max_connections' must be at least 2 on a "
+                    "redis+cluster:// URL: the event channel holds one"
+                )
         return cls(
             scheme=scheme,
             hosts=_hosts(netloc, 26379 if service else 6379, url),
@@ -201,6 +221,8 @@ class _Settings:
         if self.scheme == "rediss":
             kwargs["connection_class"] = aioredis.SSLConnection
             kwargs.update(self.tls)
+        elif self.scheme == "redis+cluster":
+            del kwargs["db"], kwargs["timeout"]
         return kwargs
 
 
@@ -308,14 +330,16 @@ class RedisBoard(JobBoard):
     ``rediss://`` adds TLS with ``ssl_ca_certs``, ``ssl_certfile``,
     ``ssl_keyfile``, ``ssl_cert_reqs`` and ``ssl_check_hostname``;
     ``redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`` finds the
-    master through Sentinel.
+    master through Sentinel; ``redis+cluster://HOST:PORT[,HOST:PORT...]``
+    finds a Redis Cluster's masters from any of the nodes named, and takes
+    the options of ``redis://``.
     """
 
     def __init__(
         self,
         url: str,
         settings: _Settings,
-        clients: list[aioredis.Redis],
+        clients: list[aioredis.Redis | RedisCluster],
         *,
         books: BookStore | None = None,
     ) -> None:
@@ -328,6 +352,13 @@ class RedisBoard(JobBoard):
         self._settings = settings
         self._client = client = clients[0]
         self._sentinels = clients[1:]
+        #: Room for commands on a cluster client, whose pools fail when full
+        #: instead of waiting; the event channel holds one connection.
+        self._room = (
+            asyncio.Semaphore(settings.max_connections - 1)
+            if isinstance(client, RedisCluster)
+            else None
+        )
         self._prefix = f"ajb:{{{settings.namespace}}}:"
         self._keys = [self._prefix + "all"]
         self._channel = self._prefix + "events"
@@ -336,6 +367,12 @@ class RedisBoard(JobBoard):
             name: client.register_script(getattr(scripts, name))
             for name in scripts.__all__
         }
+        # On a cluster this stays plain PUBLISH/SUBSCRIBE rather than sharded
+        # pub/sub: Redis 7 carries a plain message to every node, so the
+        # scripts and the listener stay the same for every scheme, and the
+        # cluster client subscribes on the node of the channel's slot. Sharded
+        # pub/sub would save the cluster that broadcast but needs other
+        # commands in the scripts and another way of reading in the client.
         self._pubsub = client.pubsub()
         self._tasks: list[asyncio.Task[None]] = []
         #: The highest sequence this connection has heard of.
@@ -395,8 +432,11 @@ class RedisBoard(JobBoard):
         with suppress(rexc.RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         for client in [self._client, *self._sentinels]:
-            with suppress(rexc.RedisError, OSError):
-                await client.aclose(close_connection_pool=True)
+            with suppress(rexc.RedisError, rexc.RedisClusterException, OSError):
+                if isinstance(client, RedisCluster):
+                    await client.aclose()
+                else:
+                    await client.aclose(close_connection_pool=True)
 
     @property
     def _timeout(self) -> float:
@@ -408,18 +448,44 @@ class RedisBoard(JobBoard):
     def _translated(self) -> Iterator[None]:
         try:
             yield
-        except (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError) as exc:
+        except (
+            rexc.ConnectionError,
+            rexc.TimeoutError,
+            rexc.BusyLoadingError,
+            # The cluster client raises this when no node it knows answers, or
+            # when no master serves the board's slot.
+            rexc.RedisClusterException,
+        ) as exc:
             raise ConnectionLost(
                 f"Redis for {self._url!r} could not be reached: {exc}"
             ) from exc
         except rexc.RedisError as exc:
             raise JobBoardError(f"Redis for {self._url!r} failed: {exc}") from exc
 
+    @asynccontextmanager
+    async def _turn(self) -> AsyncIterator[None]:
+        """Wait for a free connection, as the pool of a single server does."""
+        if self._room is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self._settings.pool_timeout):
+                await self._room.acquire()
+        except TimeoutError:
+            raise rexc.ConnectionError(
+                f"no connection became free within {self._settings.pool_timeout}s"
+            ) from None
+        try:
+            yield
+        finally:
+            self._room.release()
+
     async def _run(self, name: str, *args: Any) -> Any:
         with self._translated():
-            return await self._scripts[name](
-                keys=self._keys, args=[self._prefix, *args]
-            )
+            async with self._turn():
+                return await self._scripts[name](
+                    keys=self._keys, args=[self._prefix, *args]
+                )
 
     async def _run_json(self, name: str, *args: Any) -> list[Any]:
         answer = json.loads(await self._run(name, *args))
@@ -446,9 +512,10 @@ class RedisBoard(JobBoard):
     async def _get_job(self, uuid: str) -> Job | None:
         try:
             with self._translated():
-                found: list[Any] = await self._client.hmget(
-                    f"{self._prefix}job:{uuid}", ["p", "s"]
-                )
+                async with self._turn():
+                    found: list[Any] = await self._client.hmget(
+                        f"{self._prefix}job:{uuid}", ["p", "s"]
+                    )
         except JobBoardError as exc:
             if not isinstance(exc.__cause__, rexc.ResponseError):
                 raise
@@ -497,7 +564,8 @@ class RedisBoard(JobBoard):
 
     async def _job_count(self) -> int:
         with self._translated():
-            count: int = await self._client.zcard(self._keys[0])
+            async with self._turn():
+                count: int = await self._client.zcard(self._keys[0])
         return count
 
     async def _has_unclaimed(self) -> bool:
@@ -704,9 +772,12 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _clients(settings: _Settings) -> list[aioredis.Redis]:
-    """The client for the board's server, then any Sentinel clients behind it."""
+def _clients(settings: _Settings) -> list[aioredis.Redis | RedisCluster]:
+    """The client for the board's server or cluster, then any Sentinel clients."""
     kwargs = settings.connection_kwargs()
+    if settings.scheme == "redis+cluster":
+        nodes = [ClusterNode(host, port) for host, port in settings.hosts]
+        return [RedisCluster(startup_nodes=nodes, **kwargs)]
     if settings.service is None:
         host, port = settings.hosts[0]
         pool = BlockingConnectionPool(host=host, port=port, **kwargs)
