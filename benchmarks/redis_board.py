@@ -32,6 +32,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import rates
+
 import aiojobboard as ajb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,11 +77,7 @@ def fresh_url(base: str) -> str:
 
 
 async def fill(board: ajb.JobBoard, count: int, batch: int = 5000) -> None:
-    for start in range(0, count, batch):
-        size = min(batch, count - start)
-        await board.post_many(
-            [{"name": "job", "details": {"n": start + i}} for i in range(size)]
-        )
+    await rates.fill(board, count, batch)
 
 
 async def consume(board: ajb.JobBoard, consumers: int, limit: int) -> float:
@@ -110,22 +108,12 @@ async def drain(base: str, jobs: int, consumers: int) -> float:
 
 async def post_single(base: str, jobs: int, posters: int) -> float:
     async with ajb.connect(fresh_url(base)) as board:
-        per = jobs // posters
-
-        async def poster() -> None:
-            for i in range(per):
-                await board.post("job", {"n": i})
-
-        started = time.perf_counter()
-        await asyncio.gather(*(poster() for _ in range(posters)))
-        return per * posters / (time.perf_counter() - started)
+        return await rates.post_concurrently(board, jobs, posters)
 
 
 async def post_batch(base: str, jobs: int, batch: int) -> float:
     async with ajb.connect(fresh_url(base)) as board:
-        started = time.perf_counter()
-        await fill(board, jobs, batch)
-        return jobs / (time.perf_counter() - started)
+        return await rates.post_in_batches(board, jobs, batch)
 
 
 async def board_sizes(

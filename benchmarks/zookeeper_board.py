@@ -26,6 +26,8 @@ import time
 import uuid
 from pathlib import Path
 
+import rates
+
 import aiojobboard as ajb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,34 +41,20 @@ def fresh_url(hosts: str) -> str:
 
 async def post_single(hosts: str, jobs: int, posters: int) -> float:
     async with ajb.connect(fresh_url(hosts)) as board:
-        per = jobs // posters
-
-        async def poster() -> None:
-            for i in range(per):
-                await board.post("job", {"n": i})
-
-        started = time.perf_counter()
-        await asyncio.gather(*(poster() for _ in range(posters)))
-        rate = per * posters / (time.perf_counter() - started)
+        rate = await rates.post_concurrently(board, jobs, posters)
         await drain_board(board, 64)
         return rate
 
 
 async def post_batches(hosts: str, jobs: int, batch: int) -> float:
     async with ajb.connect(fresh_url(hosts)) as board:
-        started = time.perf_counter()
-        await fill(board, jobs, batch)
-        rate = jobs / (time.perf_counter() - started)
+        rate = await rates.post_in_batches(board, jobs, batch)
         await drain_board(board, 64)
         return rate
 
 
 async def fill(board: ajb.JobBoard, jobs: int, batch: int = 500) -> None:
-    for start in range(0, jobs, batch):
-        size = min(batch, jobs - start)
-        await board.post_many(
-            [{"name": "job", "details": {"n": start + i}} for i in range(size)]
-        )
+    await rates.fill(board, jobs, batch)
 
 
 async def drain_board(board: ajb.JobBoard, consumers: int) -> int:
