@@ -18,6 +18,8 @@ import time
 import tracemalloc
 import uuid
 
+import rates
+
 import aiojobboard as ajb
 
 CONSUMERS = (1, 64, 1000)
@@ -33,26 +35,14 @@ def fresh_url() -> str:
 
 async def post_rate(jobs: int, batch: int) -> float:
     async with ajb.connect(fresh_url()) as board:
-        started = time.perf_counter()
         if batch == 1:
-            for n in range(jobs):
-                await board.post("bench", {"n": n})
-        else:
-            for first in range(0, jobs, batch):
-                await board.post_many(
-                    [
-                        {"name": "bench", "details": {"n": n}}
-                        for n in range(first, min(first + batch, jobs))
-                    ]
-                )
-        return jobs / (time.perf_counter() - started)
+            return await rates.post_concurrently(board, jobs, 1)
+        return await rates.post_in_batches(board, jobs, batch)
 
 
 async def drain_rate(jobs: int, consumers: int) -> float:
     async with ajb.connect(fresh_url()) as board:
-        await board.post_many(
-            [{"name": "bench", "details": {"n": n}} for n in range(jobs)]
-        )
+        await rates.fill(board, jobs, jobs)
         handled = 0
         all_handled = asyncio.Event()
 
