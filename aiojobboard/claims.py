@@ -162,10 +162,13 @@ class Claim:
             callback()
 
     @asynccontextmanager
-    async def guard(self, on_error: Finish = Finish.ABANDON) -> AsyncIterator[Claim]:
+    async def guard(
+        self, on_error: Finish | Callable[[BaseException], Finish] = Finish.ABANDON
+    ) -> AsyncIterator[Claim]:
         """Run a block under this claim and finish it on the way out.
 
-        A clean exit consumes the job; an exception finishes it with *on_error*.
+        A clean exit consumes the job; an exception finishes it with *on_error*,
+        or with what *on_error* answers for that exception.
         If the claim is lost, the block is cancelled and ``ClaimLost`` is raised
         out of it, also when the block raised first. Finishing is shielded from
         cancellation, so a cancelled block still gives its job back at once.
@@ -184,11 +187,14 @@ class Claim:
             raise self._lost_error()
         await self._finish_shielded(Finish.CONSUME)
 
-    async def _finish_after_error(self, exc: BaseException, how: Finish) -> None:
+    async def _finish_after_error(
+        self, exc: BaseException, on_error: Finish | Callable[[BaseException], Finish]
+    ) -> None:
         if isinstance(exc, asyncio.CancelledError) and self.lost:
             # Our own scope cancelled the block; it turns this into ClaimLost.
             return
         if self.held:
+            how = on_error if isinstance(on_error, Finish) else on_error(exc)
             await self._finish_shielded(how)
         if self.lost and not isinstance(exc, asyncio.CancelledError):
             raise self._lost_error() from exc

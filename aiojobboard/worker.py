@@ -14,9 +14,17 @@ from .claims import Claim, Finish
 from .errors import ClaimLost, NotFound
 from .jobs import Job
 
-__all__ = ["Handler", "Worker"]
+__all__ = ["Handler", "TrashJob", "Worker"]
 
 logger = logging.getLogger("aiojobboard.worker")
+
+
+class TrashJob(Exception):
+    """Raised by a handler to have its job trashed at once instead of retried.
+
+    For a job that no attempt can complete; the message says why, in the log.
+    """
+
 
 #: What a Worker runs for each job it claims.
 Handler = Callable[[Job, Claim], Awaitable[None]]
@@ -26,7 +34,8 @@ class Worker:
     """Claim jobs from *board* and run *handler* on each, *concurrency* at once.
 
     A handler that returns has its job consumed; one that raises has it
-    abandoned, so that another attempt follows. The handler runs at most
+    abandoned, so that another attempt follows, unless it raised
+    :class:`TrashJob`, which trashes the job at once. The handler runs at most
     *max_attempts* times for a job: when the last run raises, the job is
     trashed instead, and a job claimed more often than that (its earlier
     holders died mid-run) is trashed without running.
@@ -162,7 +171,13 @@ class Worker:
             if self.max_attempts is not None and claim.attempt > self.max_attempts:
                 await self._trash_poison(claim)
                 return
-            async with claim.guard(Finish.TRASH if last else Finish.ABANDON):
+            async with claim.guard(
+                lambda exc: (
+                    Finish.TRASH
+                    if last or isinstance(exc, TrashJob)
+                    else Finish.ABANDON
+                )
+            ):
                 try:
                     await self.handler(job, claim)
                 except Exception:
@@ -174,6 +189,16 @@ class Worker:
         except ClaimLost as exc:
             self.lost += 1
             logger.warning("worker %r: %s; its work is void", self.name, exc)
+        except TrashJob as exc:
+            self.failed += 1
+            self.trashed += 1
+            logger.error(
+                "worker %r: job %s (%r) trashed by its handler: %s",
+                self.name,
+                job.uuid,
+                job.name,
+                exc,
+            )
         except Exception as exc:
             if handler_failed:
                 self._count_failure(claim, last)

@@ -85,6 +85,22 @@ async def test_max_attempts_trashes_a_poison_job(
     )
 
 
+async def test_a_handler_can_trash_its_job_at_once(board: ajb.JobBoard) -> None:
+    hopeless = await board.post("hopeless")
+    runs = 0
+
+    async def handle(job: ajb.Job, claim: ajb.Claim) -> None:
+        nonlocal runs
+        runs += 1
+        raise ajb.TrashJob("its input can never be read")
+
+    worker = ajb.Worker(board, handle, name="w", max_attempts=5)
+    await run_until_empty(board, worker)
+    assert runs == 1
+    assert (worker.consumed, worker.failed, worker.trashed) == (0, 1, 1)
+    assert await hopeless.get_state() is ajb.JobState.COMPLETE
+
+
 async def test_a_job_claimed_too_often_is_trashed_unrun(board: ajb.JobBoard) -> None:
     job = await board.post("crashes-its-workers")
     for _ in range(2):
