@@ -16,6 +16,8 @@ from .board import MAX_JOB_SIZE as MAX_JOB_SIZE
 from .board import JobBoard as JobBoard
 from .claims import Claim as Claim
 from .claims import ClaimState as ClaimState
+from .conductor import Conductor as Conductor
+from .conductor import StepFailed as StepFailed
 from .errors import BoardClosed as BoardClosed
 from .errors import ClaimLost as ClaimLost
 from .errors import ConnectionLost as ConnectionLost
@@ -26,9 +28,15 @@ from .errors import NotOwner as NotOwner
 from .errors import UnclaimableJob as UnclaimableJob
 from .events import EventKind as EventKind
 from .events import JobEvent as JobEvent
+from .flows import FactoryError as FactoryError
+from .flows import Flow as Flow
+from .flows import Step as Step
+from .flows import load_flow as load_flow
+from .flows import save_factory_details as save_factory_details
 from .jobs import Job as Job
 from .jobs import JobPriority as JobPriority
 from .jobs import JobState as JobState
+from .worker import TrashJob as TrashJob
 from .worker import Worker as Worker
 
 if TYPE_CHECKING:
