@@ -6,12 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from .conftest import REDIS_URL
+from .test_book_postgres import POSTGRES_URL
+
 EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def run(*args: str) -> str:
     done = subprocess.run(
         [sys.executable, *args],
+        cwd=EXAMPLES,
         capture_output=True,
         text=True,
         timeout=120,
@@ -32,3 +38,19 @@ def test_demo_drains_every_job() -> None:
     assert "600 jobs posted" in out
     assert "trashed 1 (the poison job)" in out
     assert "jobs left on the board: 0" in out
+
+
+@pytest.mark.skipif(not POSTGRES_URL, reason="PostgreSQL is switched off")
+def test_conductor_processes_survive_a_killed_conductor() -> None:
+    out = run(
+        str(EXAMPLES / "conductor_processes.py"),
+        "--orders",
+        "12",
+        "--board",
+        REDIS_URL,
+        "--books",
+        POSTGRES_URL,
+    )
+    assert "conductor-1 killed with SIGKILL" in out
+    assert "flows by state: {'REVERTED': 1, 'SUCCESS': 11}" in out
+    assert "jobs left on the board: 0, unfinished: 0" in out
