@@ -205,6 +205,23 @@ async def test_follow_ends_when_the_board_closes(open_board: OpenBoard) -> None:
     assert seen == ["only"]
 
 
+async def test_a_job_asks_the_connection_it_was_read_through(
+    open_board: OpenBoard,
+) -> None:
+    poster, reader = await open_board(), await open_board()
+    posted = await poster.post("x")
+    await poster.close()
+    (job,) = [job async for job in reader.iterjobs()]
+    assert job == posted
+    assert job.board is reader
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+    claim = await reader.claim_next("w")
+    assert claim is not None
+    assert claim.job.board is reader
+    await claim.consume()
+    assert await job.wait(timeout=5) is True
+
+
 async def test_job_count(board: ajb.JobBoard) -> None:
     jobs = [await board.post(f"j{i}") for i in range(3)]
     await board.claim(jobs[0], "w")

@@ -17,6 +17,8 @@ import asyncio
 import heapq
 import time
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Self
 
 from .._connect import positive_float, positive_int, read_options
@@ -52,6 +54,11 @@ class _Record:
         #: Whether the job has an entry in the ready heap.
         self.queued = False
 
+    def job_for(self, board: MemoryBoard) -> Job:
+        """The job as read through *board*, so that its methods ask that board."""
+        job = self.job
+        return job if job.board is board else replace(job, board=board)
+
 
 class _Board:
     """The data of one named board, shared by all its connections."""
@@ -73,11 +80,14 @@ class _Board:
         self._timer_at = 0.0
 
     def emit(self, kind: EventKind, record: _Record, owner: str | None) -> None:
-        event = JobEvent(
-            kind, record.job.uuid, owner=owner, token=record.token, job=record.job
-        )
+        at = datetime.now(UTC)
         for connection in list(self.connections):
-            connection._deliver(event)
+            job = record.job_for(connection)
+            connection._deliver(
+                JobEvent(
+                    kind, job.uuid, owner=owner, token=record.token, at=at, job=job
+                )
+            )
 
     # -- the ready heap and the lease timer -----------------------------------
 
@@ -231,13 +241,13 @@ class MemoryBoard(JobBoard):
 
     async def _get_job(self, uuid: str) -> Job | None:
         record = self._data.jobs.get(uuid)
-        return None if record is None else record.job
+        return None if record is None else record.job_for(self)
 
     async def _iter_jobs(self, only_unclaimed: bool) -> AsyncIterator[Job]:
         data = self._data
         data.expire_due()
         snapshot = [
-            record.job
+            record.job_for(self)
             for jobs in data.by_priority.values()
             for record in jobs.values()
             if not (only_unclaimed and record.owner is not None)
@@ -273,7 +283,7 @@ class MemoryBoard(JobBoard):
         record = data.first_ready()
         if record is None:
             return None
-        return record.job, data.grant(record, owner, lease)
+        return record.job_for(self), data.grant(record, owner, lease)
 
     async def _renew(self, claims: Sequence[Claim]) -> list[bool]:
         self._data.expire_due()
