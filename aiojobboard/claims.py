@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .board import JobBoard
     from .jobs import Job
 
-__all__ = ["Claim", "ClaimContext", "ClaimState", "Finish", "Grant"]
+__all__ = ["Claim", "ClaimContext", "ClaimState", "Finish", "Grant", "check_holder"]
 
 logger = logging.getLogger("aiojobboard.claim")
 
@@ -52,6 +52,22 @@ class Grant:
 
     token: int
     attempt: int
+
+
+def check_holder(
+    uuid: str, held_by: str | None, held_token: int, owner: str, token: int | None
+) -> None:
+    """Raise :class:`NotOwner` unless *owner*, and *token* if given, hold the job.
+
+    For adapters that judge ownership in Python; *held_by* is ``None`` for an
+    unclaimed job.
+    """
+    if held_by is None:
+        raise NotOwner(f"job {uuid} is not claimed")
+    if held_by != owner:
+        raise NotOwner(f"job {uuid} is claimed by {held_by!r}, not {owner!r}")
+    if token is not None and held_token != token:
+        raise NotOwner(f"job {uuid} is now held under token {held_token}, not {token}")
 
 
 class Claim:

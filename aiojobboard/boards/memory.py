@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Self
 
 from .._connect import positive_float, positive_int, read_options
 from ..board import DEFAULT_LEASE, MAX_JOB_SIZE, JobBoard
-from ..claims import Claim, Finish, Grant
-from ..errors import NotFound, NotOwner, UnclaimableJob
+from ..claims import Claim, Finish, Grant, check_holder
+from ..errors import NotFound, UnclaimableJob
 from ..events import EventKind, JobEvent
 from ..jobs import Job, JobPriority, JobState, Posting
 
@@ -191,14 +191,7 @@ class _Board:
         record = self.jobs.get(uuid)
         if record is None:
             raise NotFound(f"job {uuid} is no longer on the board")
-        if record.owner is None:
-            raise NotOwner(f"job {uuid} is not claimed")
-        if record.owner != owner:
-            raise NotOwner(f"job {uuid} is claimed by {record.owner!r}, not {owner!r}")
-        if token is not None and record.token != token:
-            raise NotOwner(
-                f"job {uuid} is now held under token {record.token}, not {token}"
-            )
+        check_holder(uuid, record.owner, record.token, owner, token)
         return record
 
 

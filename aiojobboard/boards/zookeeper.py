@@ -53,7 +53,7 @@ import aiozk
 
 from .._connect import mask_url, positive_float, positive_int, read_options
 from ..board import MAX_JOB_SIZE, JobBoard
-from ..claims import Claim, Finish, Grant
+from ..claims import Claim, Finish, Grant, check_holder
 from ..errors import (
     BoardClosed,
     ConnectionLost,
@@ -612,12 +612,7 @@ class ZooKeeperBoard(JobBoard):
             if await self._client.exists(f"{self._jobs}/{name}") is None:
                 raise NotFound(f"job {uuid} is no longer on the board")
             raise NotOwner(f"job {uuid} is not claimed")
-        if holder.owner != owner:
-            raise NotOwner(f"job {uuid} is claimed by {holder.owner!r}, not {owner!r}")
-        if token is not None and holder.token != token:
-            raise NotOwner(
-                f"job {uuid} is now held under token {holder.token}, not {token}"
-            )
+        check_holder(uuid, holder.owner, holder.token, owner, token)
         return holder
 
     async def _try_finish(self, name: str, how: Finish, attempt: int) -> bool:
