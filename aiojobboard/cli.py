@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
@@ -40,6 +40,14 @@ already claimed); 2 usage error or bad input; 3 server unreachable.
 """
 
 
+SERVE_HELP = """\
+Serve a live web dashboard of the board: its jobs, their owners and attempts,
+events as they happen, logbooks, and a button to cancel a job. The dashboard
+has no authentication: anyone who reaches it can cancel jobs, so keep it on
+localhost (the default) or behind a proxy that authenticates.
+"""
+
+
 class UsageError(Exception):
     """Raised when an argument parses but makes no sense, as bad JSON."""
 
@@ -56,8 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(run(args, sys.stdout))
     except KeyboardInterrupt:
-        # Ctrl-C is how a watch ends; elsewhere it is an interruption.
-        return EXIT_OK if args.command == "watch" else 130
+        # Ctrl-C is how a watch or a dashboard ends; elsewhere it is an
+        # interruption.
+        return EXIT_OK if args.command in ("watch", "serve") else 130
     except (UsageError, InvalidJob, ValueError, ImportError) as exc:
         return _fail(exc, EXIT_USAGE)
     except (ConnectionLost, OSError) as exc:
@@ -134,6 +143,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--count", type=_positive, metavar="N", help="stop after N events"
     )
 
+    serve = commands.add_parser(
+        "serve",
+        parents=[shared],
+        help="run the live web dashboard until Ctrl-C (no authentication)",
+        description=SERVE_HELP,
+    )
+    serve.add_argument(
+        "--books", metavar="URL", help="book store to read jobs' logbooks from"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=8080, help="0 picks a free one (default 8080)"
+    )
+
     demo = commands.add_parser(
         "demo", parents=[shared], help="post jobs and drain them with a Worker"
     )
@@ -162,6 +187,16 @@ def _positive(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a whole number above 0: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535: {text!r}")
     return value
 
 
@@ -341,6 +376,37 @@ async def cmd_demo(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
         raise JobBoardError(f"the demo drained only part of its {report.jobs} jobs")
 
 
+async def cmd_serve(board: JobBoard, args: argparse.Namespace, p: _Printer) -> None:
+    from . import web  # starlette and uvicorn are needed only here
+
+    # Fail now, with exit code 3, if the board cannot be reached.
+    await board.job_count()
+
+    def ready(address: str) -> None:
+        if p.json:
+            p.record({"url": address, "board": board.url})
+        else:
+            p.line(f"serving {board.url} at {address}")
+        print(
+            "the dashboard has no authentication; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async with AsyncExitStack() as stack:
+        books = None
+        if args.books is not None:
+            books = await stack.enter_async_context(booklib.connect(args.books))
+        try:
+            await web.serve(
+                board, books=books, host=args.host, port=args.port, on_ready=ready
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}"
+            ) from None
+
+
 COMMANDS = {
     "jobs": cmd_jobs,
     "show": cmd_show,
@@ -348,6 +414,7 @@ COMMANDS = {
     "trash": cmd_trash,
     "watch": cmd_watch,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 
