@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import enum
 import json
 import logging
@@ -27,12 +26,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from ..board import JobBoard
+from ..board import MAX_REASON, JobBoard
 from ..book.base import BookStore
 from ..cli import _book_record
 from ..errors import BoardClosed, ConnectionLost, JobBoardError, NotFound
 from ..events import JobEvent
-from ..jobs import Job, JobState
+from ..jobs import Job, JobState, JobStatus
+from ..presence import WorkerInfo
 
 __all__ = ["MAX_LIMIT", "Streams", "build_app"]
 
@@ -42,8 +42,6 @@ logger = logging.getLogger("aiojobboard.web")
 DEFAULT_LIMIT = 500
 #: The most jobs /api/jobs lists at once.
 MAX_LIMIT = 5000
-#: The longest cancel reason accepted, in characters.
-MAX_REASON = 500
 #: The largest cancel request body accepted, in bytes.
 MAX_BODY = 4096
 #: Seconds between keep-alive comments on an idle event stream.
@@ -159,14 +157,14 @@ class _Api:
 
         async def flush() -> None:
             statuses = await asyncio.gather(
-                *(_status_of(self.board, job) for job in batch)
+                *(_status_or_none(self.board, job) for job in batch)
             )
             for job, status in zip(batch, statuses, strict=True):
-                if status[0] is JobState.COMPLETE:
-                    continue  # finished while the listing ran
-                if state is not None and status[0] is not state:
+                if status is None:
                     continue
-                if owner and owner not in (status[1] or "").casefold():
+                if state is not None and status.state is not state:
+                    continue
+                if owner and owner not in (status.owner or "").casefold():
                     continue
                 if len(found) < limit:
                     found.append(_job_record(job, status, now))
@@ -186,10 +184,8 @@ class _Api:
         return found
 
     async def job_detail(self, request: Request) -> Any:
-        job = await _get_job(self.board, _uuid(request))
-        status = await _status_of(self.board, job)
-        if status[0] is JobState.COMPLETE:
-            raise NotFound(f"job {job.uuid} is no longer on the board")
+        job = await self.board.get_job(_uuid(request))
+        status = await self.board.status(job)
         record = _job_record(job, status, datetime.now(UTC))
         record["details"] = dict(job.details)
         record["book"] = None
@@ -218,21 +214,13 @@ class _Api:
             )
         reason = _reason(await _read_json(request))
         uuid = _uuid(request)
-        job = await _get_job(self.board, uuid)
-        cancel = getattr(self.board, "cancel", None)
-        if cancel is None:
-            raise JobBoardError(f"{type(self.board).__name__} cannot cancel jobs")
-        await cancel(job, reason=reason)
+        job = await self.board.get_job(uuid)
+        await self.board.cancel(job, reason=reason)
         logger.info("cancelled job %s from the dashboard: %s", uuid, reason)
         return {"uuid": uuid, "cancelled": True, "reason": reason}
 
     async def list_workers(self, request: Request) -> Any:
-        workers = getattr(self.board, "workers", None)
-        if workers is None:
-            raise JobBoardError(
-                f"{type(self.board).__name__} does not report its workers"
-            )
-        return [_plain_record(worker) for worker in await workers()]
+        return [_worker_record(worker) for worker in await self.board.workers()]
 
     async def events(self, request: Request) -> Response:
         return EventStream(self.board, self.streams)
@@ -330,29 +318,14 @@ async def _send_text(send: Send, text: str) -> None:
     await send({"type": "http.response.body", "body": text.encode(), "more_body": True})
 
 
-# -- what the board has, or will have -----------------------------------------
-
-Status = tuple[JobState, str | None, int | None, int | None]
+# -- asking the board ---------------------------------------------------------
 
 
-async def _status_of(board: JobBoard, job: Job) -> Status:
-    """The job's state, owner, attempt and token, as far as the board tells."""
-    status_of = getattr(board, "status", None)
-    if status_of is not None:
-        status = await status_of(job)
-        return status.state, status.owner, status.attempt, status.token
-    state, owner = await board._status(job)
-    return state, owner, None, None
-
-
-async def _get_job(board: JobBoard, uuid: str) -> Job:
-    get_job = getattr(board, "get_job", None)
-    if get_job is not None:
-        return cast(Job, await get_job(uuid))
-    job = await board._get_job(uuid)
-    if job is None:
-        raise NotFound(f"job {uuid} is no longer on the board")
-    return job
+async def _status_or_none(board: JobBoard, job: Job) -> JobStatus | None:
+    try:
+        return await board.status(job)
+    except NotFound:
+        return None  # finished while the listing ran
 
 
 # -- reading requests ---------------------------------------------------------
@@ -420,7 +393,7 @@ def _reason(body: Any) -> str:
     reason = body.get("reason", "cancelled")
     if not isinstance(reason, str):
         raise BadRequest(f"reason must be a string, not {type(reason).__name__}")
-    reason = " ".join(reason.split())
+    reason = reason.strip()
     if not reason:
         raise BadRequest("reason must not be empty")
     if len(reason) > MAX_REASON:
@@ -501,16 +474,15 @@ def _json_default(value: object) -> Any:
 # -- records ------------------------------------------------------------------
 
 
-def _job_record(job: Job, status: Status, now: datetime) -> dict[str, Any]:
-    state, owner, attempt, token = status
+def _job_record(job: Job, status: JobStatus, now: datetime) -> dict[str, Any]:
     return {
         "uuid": job.uuid,
         "name": job.name,
         "priority": job.priority.name,
-        "state": state.name,
-        "owner": owner,
-        "attempt": attempt,
-        "token": token,
+        "state": status.state.name,
+        "owner": status.owner,
+        "attempt": status.attempt,
+        "token": status.token,
         "created_on": job.created_on.isoformat(),
         "age": round(max((now - job.created_on).total_seconds(), 0.0), 3),
         "sequence": job.sequence,
@@ -526,20 +498,22 @@ def event_record(event: JobEvent) -> dict[str, Any]:
         "job_uuid": event.job_uuid,
         "owner": event.owner,
         "token": event.token,
-        "reason": getattr(event, "reason", None),
+        "reason": event.reason,
         "at": event.at.isoformat(),
     }
     job = event.job
     if job is not None:
-        unclaimed: Status = (JobState.UNCLAIMED, None, 0, None)
+        unclaimed = JobStatus(JobState.UNCLAIMED, None, 0, None)
         record["job"] = _job_record(job, unclaimed, datetime.now(UTC))
     return record
 
 
-def _plain_record(obj: object) -> dict[str, Any]:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    as_dict = getattr(obj, "_asdict", None)
-    if as_dict is not None:
-        return dict(as_dict())
-    return dict(vars(obj))
+def _worker_record(worker: WorkerInfo) -> dict[str, Any]:
+    return {
+        "name": worker.name,
+        "host": worker.host,
+        "pid": worker.pid,
+        "since": worker.since.isoformat(),
+        "seen": worker.seen.isoformat(),
+        "holding": list(worker.holding),
+    }
