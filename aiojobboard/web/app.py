@@ -30,7 +30,7 @@ from ..board import MAX_REASON, JobBoard
 from ..book.base import BookStore
 from ..cli import _book_record
 from ..errors import BoardClosed, ConnectionLost, JobBoardError, NotFound
-from ..events import JobEvent
+from ..events import EventKind, JobEvent
 from ..jobs import Job, JobState, JobStatus
 from ..presence import WorkerInfo
 
@@ -502,7 +502,7 @@ def event_record(event: JobEvent) -> dict[str, Any]:
         "at": event.at.isoformat(),
     }
     job = event.job
-    if job is not None:
+    if job is not None and event.kind is EventKind.POSTED:
         unclaimed = JobStatus(JobState.UNCLAIMED, None, 0, None)
         record["job"] = _job_record(job, unclaimed, datetime.now(UTC))
     return record
