@@ -24,7 +24,8 @@ from starlette.routing import Mount
 import aiojobboard as ajb
 from aiojobboard.web import create_app, serve
 
-from .redis_helpers import free_port
+from .conftest import REDIS_URL
+from .redis_helpers import ensure_shared_redis, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -655,3 +656,197 @@ def test_serve_help_warns_there_is_no_authentication(
     assert "no authentication" in out
     assert "--port" in out
     assert "default 127.0.0.1" in out
+
+
+# -- the page, in a real browser, against Redis ------------------------------------
+
+
+def chromium_or_skip() -> None:
+    """Install Chromium through the project's script if missing, or skip."""
+    if not CHROMIUM.exists():
+        script = ROOT / "scripts" / "services" / "chromium"
+        subprocess.run([str(script)], check=False, timeout=900)
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"{CHROMIUM} is missing and scripts/services/chromium could not "
+            "install Debian's chromium package"
+        )
+
+
+async def test_the_dashboard_in_a_browser(capsys: pytest.CaptureFixture[str]) -> None:
+    chromium_or_skip()
+    playwright_api = pytest.importorskip(
+        "playwright.async_api", reason="playwright is in the dev extra"
+    )
+    ensure_shared_redis()
+    url = f"{REDIS_URL}?namespace=web-{uuid.uuid4().hex}"
+
+    async with (
+        ajb.book.connect(memory_url("books")) as books,
+        ajb.connect(url) as dashboard_board,
+        ajb.connect(url) as producer,
+        ajb.connect(url) as holder,
+    ):
+        book = ajb.book.LogBook("order-1042")
+        flow = ajb.book.FlowDetail("resize-order", state="RUNNING")
+        flow.add(ajb.book.AtomDetail("fetch", state="SUCCESS", results={"bytes": 5120}))
+        flow.add(ajb.book.AtomDetail("resize", state="RUNNING"))
+        book.add(flow)
+        await books.save_logbook(book)
+        resize = await producer.post("resize-image", {"order": 1042}, book=book)
+        email = await producer.post(
+            "send-email", {"to": "<b>ops</b>"}, priority=ajb.HIGH
+        )
+        tidy = await producer.post("tidy-cache", priority=ajb.LOW)
+
+        ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        server = asyncio.create_task(
+            serve(dashboard_board, books=books, port=0, on_ready=ready.set_result)
+        )
+        address = await asyncio.wait_for(ready, 10)
+        try:
+            async with playwright_api.async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+                )
+                try:
+                    page = await browser.new_page(
+                        viewport={"width": 1400, "height": 900}
+                    )
+                    problems: list[str] = []
+                    page.on("pageerror", lambda exc: problems.append(str(exc)))
+                    page.on(
+                        "console",
+                        lambda msg: (
+                            problems.append(msg.text) if msg.type == "error" else None
+                        ),
+                    )
+                    await check_the_page(
+                        page, address, producer, holder, resize, email, tidy
+                    )
+                    assert problems == []
+                finally:
+                    await browser.close()
+        finally:
+            server.cancel()
+            await asyncio.gather(server, return_exceptions=True)
+
+    with capsys.disabled():
+        print(f"\ndashboard screenshot: {ARTIFACTS / 'dashboard.png'}")
+
+
+async def check_the_page(
+    page: Any,
+    address: str,
+    producer: ajb.JobBoard,
+    holder: ajb.JobBoard,
+    resize: ajb.Job,
+    email: ajb.Job,
+    tidy: ajb.Job,
+) -> None:
+    def row(job: ajb.Job | str) -> str:
+        uuid = job if isinstance(job, str) else job.uuid
+        return f'tr.job[data-uuid="{uuid}"]'
+
+    async def text(selector: str) -> str:
+        found: str = await page.locator(selector).inner_text()
+        return found
+
+    async def rows() -> list[str]:
+        found: list[str] = await page.locator("tr.job").evaluate_all(
+            "rows => rows.map(r => r.dataset.uuid)"
+        )
+        return found
+
+    async def wait_for(script: str, arg: Any = None) -> None:
+        await page.wait_for_function(script, arg=arg, timeout=10_000)
+
+    await page.goto(address)
+    await page.wait_for_selector('#live[data-state="live"]', timeout=10_000)
+    await wait_for("() => document.querySelectorAll('tr.job').length === 3")
+    assert await rows() == [email.uuid, resize.uuid, tidy.uuid]
+    # Board data is shown as text, never run as HTML.
+    await page.locator(row(email)).click()
+    await wait_for(
+        "() => document.querySelector('#detail-body pre')?.textContent"
+        ".includes('<b>ops</b>')"
+    )
+    assert await page.locator("#detail-body b").count() == 0
+    await page.evaluate("window.notReloaded = true")
+
+    # A job posted elsewhere appears without a reload.
+    posted = await producer.post("live-posted", {"n": 1})
+    await page.wait_for_selector(row(posted), timeout=10_000)
+    # In board order: priority first, then oldest.
+    assert await rows() == [email.uuid, resize.uuid, posted.uuid, tidy.uuid]
+
+    # A claim elsewhere shows its owner and attempt live.
+    claim = await holder.claim(resize, "worker-7")
+    await wait_for(
+        "sel => document.querySelector(sel)?.textContent === 'worker-7'",
+        row(resize) + " td.owner",
+    )
+    assert await text(row(resize) + " td.state") == "CLAIMED"
+    await wait_for(
+        "sel => document.querySelector(sel)?.textContent === '1'",
+        row(resize) + " td.attempt",
+    )
+    await wait_for(
+        "() => [...document.querySelectorAll('#worker-rows tr')]"
+        ".some(r => r.dataset.name === 'worker-7')"
+    )
+
+    # The owner filter asks the server and keeps following events.
+    await page.fill("#filter-owner", "worker-7")
+    await wait_for("() => document.querySelectorAll('tr.job').length === 1")
+    assert await rows() == [resize.uuid]
+    await page.fill("#filter-owner", "")
+    await wait_for("() => document.querySelectorAll('tr.job').length === 4")
+
+    # A job's logbook: its flow and atoms with their states and results.
+    await page.locator(row(resize)).click()
+    await page.wait_for_selector("#detail-body .book", timeout=10_000)
+    book_text = await text("#detail-body .book")
+    assert "resize-order" in book_text
+    assert "fetch" in book_text
+    assert "SUCCESS" in book_text
+    assert '{"bytes":5120}' in book_text
+    assert await text("#detail-title") == "resize-image"
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+    # Cancel the claimed job with its button: it leaves, its holder loses it.
+    await page.locator(row(resize) + " button.cancel").click()
+    await page.wait_for_selector("#cancel-dialog[open]")
+    await page.fill("#cancel-reason", "customer withdrew the order")
+    await page.locator("#cancel-confirm").click()
+    await page.wait_for_selector(row(resize), state="detached", timeout=10_000)
+    deadline = time.monotonic() + 10
+    while not claim.lost:
+        assert time.monotonic() < deadline, "the holder kept its claim"
+        await asyncio.sleep(0.05)
+    assert claim.cancel_reason == "customer withdrew the order"
+    await wait_for(
+        "() => [...document.querySelectorAll('#events li')].some(li =>"
+        " li.dataset.kind === 'TRASHED' &&"
+        " li.textContent.includes('customer withdrew the order'))"
+    )
+    await page.wait_for_selector("#detail-body .gone", timeout=10_000)
+
+    # An unclaimed job can be cancelled too.
+    await page.locator(row(tidy) + " button.cancel").click()
+    await page.locator("#cancel-confirm").click()
+    await page.wait_for_selector(row(tidy), state="detached", timeout=10_000)
+
+    # A job consumed elsewhere leaves without a reload.
+    done = await holder.claim(email, "worker-8")
+    await done.consume()
+    await page.wait_for_selector(row(email), state="detached", timeout=10_000)
+    assert await rows() == [posted.uuid]
+    kinds = await page.locator("#events li").evaluate_all(
+        "items => items.map(li => li.dataset.kind)"
+    )
+    assert {"POSTED", "CLAIMED", "TRASHED", "CONSUMED"} <= set(kinds)
+    assert await page.evaluate("window.notReloaded") is True
+    assert await producer.job_count() == 1

@@ -276,7 +276,10 @@
     applyEvent(event, false);
     render();
     if (event.kind !== "POSTED" || !event.job) scheduleReload();
-    if (event.job_uuid === selected) loadDetail(selected);
+    if (event.job_uuid === selected) {
+      if (GONE.has(event.kind)) showGone(event);
+      else loadDetail(selected);
+    }
     if (event.kind !== "POSTED") scheduleWorkers();
   }
 
@@ -320,6 +323,14 @@
     }
   }
 
+  function showGone(event) {
+    const how = event.kind === "CONSUMED" ? "consumed" : "trashed";
+    const why = event.reason ? ": " + event.reason : "";
+    $("detail-body").replaceChildren(
+      el("p", { class: "note gone" }, "This job was " + how + why + ". It is no longer on the board.")
+    );
+  }
+
   function field(label, value) {
     return [el("dt", null, label), el("dd", null, value === null || value === undefined ? "–" : value)];
   }
@@ -355,7 +366,7 @@
   }
 
   function bookView(book) {
-    const section = el("section", { class: "book" }, el("h3", null, "Logbook " + book.name));
+    const section = el("section", { class: "book" }, el("h3", null, "Logbook ", el("span", { class: "plain" }, book.name)));
     if (!book.flows.length) section.append(el("p", { class: "note" }, "No flows yet."));
     for (const flow of book.flows) {
       const rows = flow.atoms.map((atom) =>
@@ -412,7 +423,7 @@
       });
       jobs.delete(job.uuid);
       render();
-      if (selected === job.uuid) loadDetail(job.uuid);
+      if (selected === job.uuid) showGone({ kind: "TRASHED", reason: reason });
       showMessage("");
     } catch (error) {
       showMessage("Could not cancel " + job.name + ": " + error.message);
