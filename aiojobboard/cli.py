@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_url_first(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
         # argparse exits on --help and on usage errors; callers get a code.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
@@ -73,6 +73,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_UNREACHABLE)
     except JobBoardError as exc:
         return _fail(exc, EXIT_REFUSED)
+
+
+def _url_first(argv: Sequence[str]) -> list[str]:
+    """Accept ``COMMAND BOARD_URL ...`` as well as ``BOARD_URL COMMAND ...``.
+
+    A command name never holds ``://`` and a board URL always does, so the
+    two orders cannot be confused.
+    """
+    args = list(argv)
+    first = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+    if (
+        first is not None
+        and first + 1 < len(args)
+        and args[first] in COMMANDS
+        and "://" in args[first + 1]
+    ):
+        args[first], args[first + 1] = args[first + 1], args[first]
+    return args
 
 
 def _fail(exc: BaseException, code: int) -> int:

@@ -850,3 +850,24 @@ async def check_the_page(
     assert {"POSTED", "CLAIMED", "TRASHED", "CONSUMED"} <= set(kinds)
     assert await page.evaluate("window.notReloaded") is True
     assert await producer.job_count() == 1
+
+
+def test_serve_takes_the_url_after_the_command_too() -> None:
+    from aiojobboard import cli as cli_module
+
+    parsed = cli_module.build_parser().parse_args(
+        cli_module._url_first(["serve", "memory://x", "--port", "0"])
+    )
+
+    assert (parsed.command, parsed.url, parsed.port) == ("serve", "memory://x", 0)
+    assert cli_module._url_first(["--json", "jobs", "redis://h/0"]) == [
+        "--json",
+        "redis://h/0",
+        "jobs",
+    ]
+    # A URL first stays as it is, and so does a post whose job is named "serve".
+    assert cli_module._url_first(["memory://x", "post", "serve"]) == [
+        "memory://x",
+        "post",
+        "serve",
+    ]
