@@ -95,7 +95,7 @@ class _Board:
                     kind,
                     job.uuid,
                     owner=owner,
-                    token=record.token,
+                    token=None if owner is None else record.token,
                     at=at,
                     job=job,
                     reason=reason,

@@ -626,6 +626,8 @@ class RedisBoard(JobBoard):
             args: list[object] = [_ms(self._presence_ttl), len(kept)]
             for name, record in kept.items():
                 args += [name, record]
+            # Should the call be cut short, close() withdraws these too.
+            self._announced |= kept.keys()
             await self._run("PRESENCE", *args, *gone)
         self._announced = set(kept)
         self._announced_version = version

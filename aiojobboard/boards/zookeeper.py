@@ -274,15 +274,16 @@ class ZooKeeperBoard(JobBoard):
         try:
             for path in _prefixes(self._root):
                 await self._ensure(path)
-            for path in (
-                self._jobs,
-                self._claims,
-                self._trash,
-                self._entities,
-                self._cancelled,
-                self._workers_path,
-            ):
+            for path in (self._jobs, self._claims, self._trash, self._entities):
                 await self._ensure(path)
+            for path in (self._cancelled, self._workers_path):
+                # Newer than the others: an identity that may only read a
+                # board made before them still opens it, without cancels
+                # or presence.
+                try:
+                    await self._ensure(path)
+                except JobBoardError as error:
+                    logger.warning("%s; cancel and presence will fail", error)
             await self._rebuild(announce=False)
         except BaseException:
             for task in self._tasks:
@@ -538,18 +539,23 @@ class ZooKeeperBoard(JobBoard):
             self._announcer = self._spawn(self._announce())
 
     async def _announce(self) -> None:
-        """Write this connection's presence nodes, at most once a second."""
-        while True:
+        """Write this connection's presence nodes, at most once a second.
+
+        A write that fails is tried again a few times; after that, the next
+        change or reconnect tries again.
+        """
+        failures = 0
+        while failures < 5:
             delay = self._announced_at + _PRESENCE_EVERY - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            await self._client.wait_connected()
             version = self._presence_version
             try:
+                await self._client.wait_connected()
                 await self._write_presence()
             except JobBoardError as error:
                 logger.debug("could not write presence on %s: %s", self.url, error)
-                self._announced_at = time.monotonic()
+                failures += 1
                 continue
             if version == self._presence_version:
                 return
