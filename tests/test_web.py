@@ -871,3 +871,16 @@ def test_serve_takes_the_url_after_the_command_too() -> None:
         "post",
         "serve",
     ]
+
+
+def test_a_missing_web_extra_is_named(
+    board: ajb.JobBoard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As if starlette were not installed: its import fails.
+    monkeypatch.setitem(sys.modules, "starlette.applications", None)
+    monkeypatch.delitem(sys.modules, "aiojobboard.web.app")
+
+    with pytest.raises(ImportError, match=r"needs starlette, which is not installed"):
+        create_app(board)
+    with pytest.raises(ImportError, match=r"pip install 'aiojobboard\[web\]'"):
+        create_app(board)

@@ -25,9 +25,10 @@ __all__ = ["create_app", "serve"]
 
 
 def _missing(exc: ImportError) -> ImportError:
+    package = (exc.name or "").partition(".")[0] or "starlette and uvicorn"
     return ImportError(
-        f"the aiojobboard dashboard needs {exc.name or 'starlette and uvicorn'}, "
-        "which is not installed: pip install 'aiojobboard[web]'",
+        f"the aiojobboard dashboard needs {package}, which is not installed: "
+        "pip install 'aiojobboard[web]'",
         name=exc.name,
     )
 
