@@ -34,7 +34,7 @@ from ..events import EventKind, JobEvent
 from ..jobs import Job, JobState, JobStatus
 from ..presence import WorkerInfo
 
-__all__ = ["MAX_LIMIT", "Streams", "build_app"]
+__all__ = ["EventStream", "Streams", "build_app", "event_record"]
 
 logger = logging.getLogger("aiojobboard.web")
 
@@ -68,17 +68,17 @@ PAGE_HEADERS = {
 API_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
 
-class BadRequest(Exception):
-    """The request is malformed; its message says how, for a 400 answer."""
+class Refused(Exception):
+    """The request is refused before the board is asked; the message says why."""
 
     status = 400
 
 
-class UnsupportedMediaType(BadRequest):
+class UnsupportedMediaType(Refused):
     status = 415
 
 
-class Forbidden(BadRequest):
+class Forbidden(Refused):
     status = 403
 
 
@@ -116,7 +116,6 @@ class Streams:
 
     def __init__(self) -> None:
         self.stopping = asyncio.Event()
-        self.open = 0
 
     def close(self) -> None:
         """End every open event stream, and refuse new ones."""
@@ -258,7 +257,6 @@ class EventStream(Response):
         await asyncio.sleep(0)
         gone: asyncio.Future[Any] = asyncio.ensure_future(_disconnected(receive))
         stop: asyncio.Future[Any] = asyncio.ensure_future(self.streams.stopping.wait())
-        self.streams.open += 1
         try:
             await send(
                 {
@@ -273,7 +271,6 @@ class EventStream(Response):
         except OSError:
             pass  # the client went while we wrote
         finally:
-            self.streams.open -= 1
             pending = (self._next, gone, stop)
             for task in pending:
                 task.cancel()
@@ -339,7 +336,7 @@ def _state_filter(text: str) -> JobState | None:
     except KeyError:
         state = JobState.COMPLETE
     if state is JobState.COMPLETE:
-        raise BadRequest(f"state must be UNCLAIMED or CLAIMED, not {text!r}")
+        raise Refused(f"state must be UNCLAIMED or CLAIMED, not {text!r}")
     return state
 
 
@@ -351,14 +348,14 @@ def _limit(text: str | None) -> int:
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}")
+        raise Refused(f"limit must be a whole number from 1 to {MAX_LIMIT}")
     return limit
 
 
 def _uuid(request: Request) -> str:
     uuid = cast(str, request.path_params["uuid"])
     if not uuid.strip() or len(uuid) > 200:
-        raise BadRequest("not a job uuid")
+        raise Refused("not a job uuid")
     return uuid
 
 
@@ -375,29 +372,29 @@ async def _read_json(request: Request) -> Any:
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_BODY:
-            raise BadRequest(f"the request body is over {MAX_BODY} bytes")
+            raise Refused(f"the request body is over {MAX_BODY} bytes")
     if not body.strip():
         return {}
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"the request body is not JSON: {exc}") from None
+        raise Refused(f"the request body is not JSON: {exc}") from None
 
 
 def _reason(body: Any) -> str:
     if not isinstance(body, dict):
-        raise BadRequest(f"the request body must be a JSON object, not {body!r:.40}")
+        raise Refused(f"the request body must be a JSON object, not {body!r:.40}")
     unknown = sorted(set(body) - {"reason"})
     if unknown:
-        raise BadRequest(f"unknown field {unknown[0]!r}; a cancel takes 'reason'")
+        raise Refused(f"unknown field {unknown[0]!r}; a cancel takes 'reason'")
     reason = body.get("reason", "cancelled")
     if not isinstance(reason, str):
-        raise BadRequest(f"reason must be a string, not {type(reason).__name__}")
+        raise Refused(f"reason must be a string, not {type(reason).__name__}")
     reason = reason.strip()
     if not reason:
-        raise BadRequest("reason must not be empty")
+        raise Refused("reason must not be empty")
     if len(reason) > MAX_REASON:
-        raise BadRequest(f"reason must be at most {MAX_REASON} characters")
+        raise Refused(f"reason must be at most {MAX_REASON} characters")
     return reason
 
 
@@ -420,7 +417,7 @@ def _answer(handler: Callable[[Request], Awaitable[Any]]) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         try:
             result = await handler(request)
-        except BadRequest as exc:
+        except Refused as exc:
             return _error_response(exc.status, str(exc))
         except NotFound as exc:
             return _error_response(404, str(exc))
