@@ -160,6 +160,17 @@
     );
   }
 
+  // Many events may arrive between two frames: draw the table once for them.
+  let renderPending = false;
+  function scheduleRender() {
+    if (renderPending) return;
+    renderPending = true;
+    requestAnimationFrame(() => {
+      renderPending = false;
+      render();
+    });
+  }
+
   function render() {
     const rows = sorted().map(jobRow);
     $("job-rows").replaceChildren(...rows);
@@ -274,7 +285,7 @@
     logEvent(event);
     if (missed) missed.push(event);
     applyEvent(event, false);
-    render();
+    scheduleRender();
     if (event.kind !== "POSTED" || !event.job) scheduleReload();
     if (event.job_uuid === selected) {
       if (GONE.has(event.kind)) showGone(event);
