@@ -673,6 +673,9 @@ def chromium_or_skip() -> None:
         )
 
 
+# Installing Chromium, when the service script could not before, takes longer
+# than a test's usual minute.
+@pytest.mark.timeout(900)
 async def test_the_dashboard_in_a_browser(capsys: pytest.CaptureFixture[str]) -> None:
     chromium_or_skip()
     playwright_api = pytest.importorskip(
