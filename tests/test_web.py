@@ -887,3 +887,12 @@ def test_a_missing_web_extra_is_named(
         create_app(board)
     with pytest.raises(ImportError, match=r"pip install 'aiojobboard\[web\]'"):
         create_app(board)
+
+
+def test_the_browser_test_says_why_it_would_skip(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "chromium")
+
+    with pytest.raises(pytest.skip.Exception, match="could not install"):
+        chromium_or_skip()
