@@ -36,6 +36,8 @@ from .flows import save_factory_details as save_factory_details
 from .jobs import Job as Job
 from .jobs import JobPriority as JobPriority
 from .jobs import JobState as JobState
+from .jobs import JobStatus as JobStatus
+from .presence import WorkerInfo as WorkerInfo
 from .worker import TrashJob as TrashJob
 from .worker import Worker as Worker
 

@@ -17,7 +17,9 @@ import asyncio
 import logging
 import math
 import time
+import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -36,13 +38,14 @@ from .events import (
     SignalMap,
     Subscription,
 )
-from .jobs import Job, JobPriority, JobState, Posting
+from .jobs import Job, JobPriority, JobState, JobStatus, Posting
+from .presence import WorkerInfo, this_process
 
 if TYPE_CHECKING:
     from .book.base import BookStore
     from .book.models import LogBook
 
-__all__ = ["DEFAULT_LEASE", "MAX_JOB_SIZE", "JobBoard"]
+__all__ = ["DEFAULT_LEASE", "MAX_JOB_SIZE", "MAX_REASON", "JobBoard"]
 
 logger = logging.getLogger("aiojobboard.board")
 
@@ -52,6 +55,8 @@ DEFAULT_LEASE = 30.0
 MAX_JOB_SIZE = 1024 * 1024
 #: How many events an ``events()`` reader may fall behind before losing some.
 EVENTS_BACKLOG = 10_000
+#: The longest reason a cancel may give, in characters.
+MAX_REASON = 1000
 
 
 class JobBoard(abc.ABC):
@@ -84,6 +89,12 @@ class JobBoard(abc.ABC):
         self._keeper: asyncio.Task[None] | None = None
         self._keeper_wake = asyncio.Event()
         self._keeper_wake_at = 0.0
+        #: Names that running Workers registered, with how many registered each.
+        self._workers: dict[str, int] = {}
+        #: When each name this connection announces first appeared.
+        self._present_since: dict[str, datetime] = {}
+        #: Counts changes to what this connection announces.
+        self._presence_version = 0
 
     # -- opening and closing --------------------------------------------------
 
@@ -246,6 +257,55 @@ class JobBoard(abc.ABC):
         finally:
             self._subscriptions.discard(subscription)
 
+    # -- operating ------------------------------------------------------------
+
+    async def get_job(self, uuid: str) -> Job:
+        """Return the job with *uuid*; :class:`NotFound` if it is not on the board."""
+        uuid = _canonical_uuid(uuid)
+        self._check_open()
+        job = await self._get_job(uuid)
+        if job is None:
+            raise NotFound(f"job {uuid} is not on the board")
+        return job
+
+    async def status(self, job: Job) -> JobStatus:
+        """Return the job's state, owner, attempt count and token, read at once.
+
+        Raises :class:`NotFound` once the job is gone.
+        """
+        _check_job(job)
+        self._check_open()
+        status = await self._get_job_status(job.uuid)
+        if status is None:
+            raise NotFound(f"job {job.uuid} is no longer on the board")
+        return status
+
+    async def cancel(self, job: Job, reason: str = "cancelled") -> None:
+        """Trash *job* at once, whoever holds it: an operator's act.
+
+        The TRASHED event carries *reason*; the holder, if any, loses its claim
+        on hearing it, which cancels its ``async with`` block with
+        :class:`ClaimLost`. Raises :class:`NotFound` if the job is gone.
+        """
+        _check_job(job)
+        _check_reason(reason)
+        self._check_open()
+        await self._cancel(job.uuid, reason)
+        logger.debug("cancelled job %s (%r): %s", job.uuid, job.name, reason)
+        claim = self._held.get(job.uuid)
+        if claim is not None:
+            self._lose_to_cancel(claim, reason)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Return the consumers alive on the board, by name, host and pid.
+
+        A record is announced for each owner name that holds a claim through a
+        live connection, or that a running Worker registered.
+        """
+        self._check_open()
+        found = await self._get_workers()
+        return sorted(found, key=lambda info: (info.name, info.host, info.pid))
+
     # -- claiming -------------------------------------------------------------
 
     def claim(self, job: Job, who: str, lease: float | None = None) -> ClaimContext:
@@ -358,11 +418,61 @@ class JobBoard(abc.ABC):
             claim = self._held.get(event.job_uuid)
             if claim is not None and claim.token == event.token:
                 self._lose(claim, f"its lease of {claim.lease:g} s ran out")
+        elif event.kind is EventKind.TRASHED and event.reason is not None:
+            # A cancel: the job is gone, so the claim is over whatever its token.
+            claim = self._held.get(event.job_uuid)
+            if claim is not None:
+                self._lose_to_cancel(claim, event.reason)
 
     def _resync(self) -> None:
         """Wake every waiter to look again, after events may have been missed."""
         self._ready.fire()
         self._finished.fire_all()
+
+    def _lose_to_cancel(self, claim: Claim, reason: str) -> None:
+        """Lose a claim whose job an operator cancelled."""
+        if claim.held:
+            claim.cancel_reason = reason
+            self._lose(claim, f"its job was cancelled: {reason}")
+
+    def _presence(self) -> list[WorkerInfo]:
+        """The records this connection announces now, one per owner name."""
+        holding: dict[str, list[str]] = {name: [] for name in self._workers}
+        for uuid, claim in self._held.items():
+            holding.setdefault(claim.owner, []).append(uuid)
+        for name in [name for name in self._present_since if name not in holding]:
+            del self._present_since[name]
+        now = datetime.now(UTC)
+        host, pid = this_process()
+        return [
+            WorkerInfo(
+                name=name,
+                host=host,
+                pid=pid,
+                since=self._present_since.setdefault(name, now),
+                seen=now,
+                holding=tuple(uuids),
+            )
+            for name, uuids in sorted(holding.items())
+        ]
+
+    def _register_worker(self, name: str) -> None:
+        """Announce *name* while a Worker runs under it, holding or not."""
+        self._workers[name] = self._workers.get(name, 0) + 1
+        self._present_since.setdefault(name, datetime.now(UTC))
+        self._presence_changed()
+
+    def _withdraw_worker(self, name: str) -> None:
+        """Undo one :meth:`_register_worker`."""
+        count = self._workers.pop(name, 0)
+        if count > 1:
+            self._workers[name] = count - 1
+        self._presence_changed()
+
+    def _presence_changed(self) -> None:
+        self._presence_version += 1
+        if not self._closed:
+            self._on_presence_changed()
 
     # -- the hooks an adapter implements --------------------------------------
 
@@ -411,6 +521,26 @@ class JobBoard(abc.ABC):
         Raise NotFound if the job is gone, NotOwner if it is not so held; emit
         CONSUMED, ABANDONED or TRASHED.
         """
+
+    @abc.abstractmethod
+    async def _cancel(self, uuid: str, reason: str) -> None:
+        """Remove a job at once, claimed or not, in one step on the server.
+
+        Raise NotFound if the job is gone; emit TRASHED carrying *reason*, so
+        that the holder's connection hears of it.
+        """
+
+    @abc.abstractmethod
+    async def _get_job_status(self, uuid: str) -> JobStatus | None:
+        """Return the job's status in one round trip, or ``None`` if it is gone."""
+
+    @abc.abstractmethod
+    async def _get_workers(self) -> list[WorkerInfo]:
+        """Return the live presence records of every connection to the board."""
+
+    def _on_presence_changed(self) -> None:
+        """Note that :meth:`_presence` changed; adapters that push records hook in."""
+        return
 
     @abc.abstractmethod
     async def _job_count(self) -> int:
@@ -490,6 +620,8 @@ class JobBoard(abc.ABC):
         """
         claim = Claim(self, job, who, grant, lease, sent_at)
         self._held[job.uuid] = claim
+        self._present_since.setdefault(who, datetime.now(UTC))
+        self._presence_changed()
         self._start_keeper(claim)
         logger.debug(
             "%r claimed job %s, token %d, attempt %d",
@@ -520,6 +652,7 @@ class JobBoard(abc.ABC):
     def _let_go(self, claim: Claim, how: Finish) -> None:
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
+            self._presence_changed()
         claim.set_finished(how)
         logger.debug(
             "%r finished job %s, token %d: %s",
@@ -532,6 +665,7 @@ class JobBoard(abc.ABC):
     def _lose(self, claim: Claim, reason: str) -> None:
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
+            self._presence_changed()
         claim.set_lost(reason)
 
     async def _abandon_quietly(self, claim: Claim) -> None:
@@ -543,6 +677,7 @@ class JobBoard(abc.ABC):
             claim.set_finished(Finish.ABANDON)
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
+            self._presence_changed()
 
     # -- the lease keeper -----------------------------------------------------
 
@@ -622,3 +757,24 @@ def _check_owner(who: object) -> None:
 def _check_job(job: object) -> None:
     if not isinstance(job, Job):
         raise TypeError(f"expected a Job, not {type(job).__name__}")
+
+
+def _check_reason(reason: object) -> None:
+    if not isinstance(reason, str):
+        raise TypeError(f"a cancel reason must be a str, not {type(reason).__name__}")
+    if not reason.strip():
+        raise ValueError("a cancel reason must not be empty")
+    if len(reason) > MAX_REASON:
+        raise ValueError(
+            f"a cancel reason must be at most {MAX_REASON} characters, "
+            f"not {len(reason)}"
+        )
+
+
+def _canonical_uuid(uuid: object) -> str:
+    if not isinstance(uuid, str):
+        raise TypeError(f"a job uuid must be a str, not {type(uuid).__name__}")
+    try:
+        return str(uuidlib.UUID(uuid))
+    except ValueError:
+        raise ValueError(f"not a job uuid: {uuid!r}") from None

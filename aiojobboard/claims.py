@@ -83,6 +83,7 @@ class Claim:
         "_board",
         "_on_lost",
         "attempt",
+        "cancel_reason",
         "expires_at",
         "job",
         "lease",
@@ -111,6 +112,8 @@ class Claim:
         self.state = ClaimState.HELD
         #: Why the claim was lost, once it is.
         self.lost_reason: str | None = None
+        #: The operator's reason, once the claim was lost to ``board.cancel()``.
+        self.cancel_reason: str | None = None
         self._on_lost: list[Callable[[], object]] = []
         self.renewed(sent_at)
 

@@ -1,4 +1,4 @@
-"""The ``aiojobboard`` command: look at a board, post to it, trash from it.
+"""The ``aiojobboard`` command: look at a board, post to it, trash and cancel.
 
 The board URL comes first, then the command, so that a shell alias can hold
 the URL: ``aiojobboard redis://host/0 jobs``. Exit codes: 0 on success, 1
@@ -16,7 +16,7 @@ import os
 import socket
 import sys
 from collections.abc import AsyncGenerator, Sequence
-from contextlib import suppress
+from contextlib import AsyncExitStack, suppress
 from datetime import UTC, datetime
 from typing import Any, TextIO, cast
 
@@ -26,7 +26,8 @@ from .board import JobBoard
 from .book.models import AtomDetail, FlowDetail, LogBook
 from .errors import ConnectionLost, InvalidJob, JobBoardError, NotFound, NotOwner
 from .events import JobEvent
-from .jobs import Job, JobPriority
+from .jobs import Job, JobPriority, JobState, JobStatus
+from .presence import WorkerInfo
 
 __all__ = ["main"]
 
@@ -40,6 +41,14 @@ already claimed); 2 usage error or bad input; 3 server unreachable.
 """
 
 
+SERVE_HELP = """\
+Serve a live web dashboard of the board: its jobs, their owners and attempts,
+events as they happen, logbooks, and a button to cancel a job. The dashboard
+has no authentication: anyone who reaches it can cancel jobs, so keep it on
+localhost (the default) or behind a proxy that authenticates.
+"""
+
+
 class UsageError(Exception):
     """Raised when an argument parses but makes no sense, as bad JSON."""
 
@@ -48,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit code."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(_url_first(sys.argv[1:] if argv is None else argv))
     except SystemExit as exc:
         # argparse exits on --help and on usage errors; callers get a code.
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
@@ -56,14 +65,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(run(args, sys.stdout))
     except KeyboardInterrupt:
-        # Ctrl-C is how a watch ends; elsewhere it is an interruption.
-        return EXIT_OK if args.command == "watch" else 130
+        # Ctrl-C is how a watch or a dashboard ends; elsewhere it is an
+        # interruption.
+        return EXIT_OK if args.command in ("watch", "serve") else 130
     except (UsageError, InvalidJob, ValueError, ImportError) as exc:
         return _fail(exc, EXIT_USAGE)
     except (ConnectionLost, OSError) as exc:
         return _fail(exc, EXIT_UNREACHABLE)
     except JobBoardError as exc:
         return _fail(exc, EXIT_REFUSED)
+
+
+def _url_first(argv: Sequence[str]) -> list[str]:
+    """Accept ``COMMAND BOARD_URL ...`` as well as ``BOARD_URL COMMAND ...``.
+
+    A command name never holds ``://`` and a board URL always does, so the
+    two orders cannot be confused.
+    """
+    args = list(argv)
+    first = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
+    if (
+        first is not None
+        and first + 1 < len(args)
+        and args[first] in COMMANDS
+        and "://" in args[first + 1]
+    ):
+        args[first], args[first + 1] = args[first + 1], args[first]
+    return args
 
 
 def _fail(exc: BaseException, code: int) -> int:
@@ -127,11 +155,42 @@ def build_parser() -> argparse.ArgumentParser:
         help="the holder's name, to trash a job that is claimed",
     )
 
+    cancel = commands.add_parser(
+        "cancel", parents=[shared], help="trash a job at once, even if it is held"
+    )
+    cancel.add_argument("uuid", metavar="JOB_UUID")
+    cancel.add_argument(
+        "--reason",
+        default="cancelled",
+        metavar="TEXT",
+        help="why, for the holder's log and the TRASHED event (default: cancelled)",
+    )
+
+    commands.add_parser(
+        "workers", parents=[shared], help="list the consumers alive on the board"
+    )
+
     watch = commands.add_parser(
         "watch", parents=[shared], help="print events until Ctrl-C"
     )
     watch.add_argument(
         "--count", type=_positive, metavar="N", help="stop after N events"
+    )
+
+    serve = commands.add_parser(
+        "serve",
+        parents=[shared],
+        help="run the live web dashboard until Ctrl-C (no authentication)",
+        description=SERVE_HELP,
+    )
+    serve.add_argument(
+        "--books", metavar="URL", help="book store to read jobs' logbooks from"
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port", type=_port, default=8080, help="0 picks a free one (default 8080)"
     )
 
     demo = commands.add_parser(
@@ -162,6 +221,16 @@ def _positive(text: str) -> int:
         value = 0
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a whole number above 0: {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 0 to 65535: {text!r}")
     return value
 
 
@@ -206,26 +275,26 @@ async def cmd_jobs(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
     now = datetime.now(UTC)
     async for job in board.iterjobs(only_unclaimed=args.unclaimed):
         try:
-            owner = await board.find_owner(job)
+            status = await board.status(job)
         except NotFound:
             continue  # finished while the listing ran
 
         if p.json:
-            p.record(_job_record(job, owner))
+            p.record(_job_record(job, status))
         else:
-            rows.append(_job_row(job, owner, now))
+            rows.append(_job_row(job, status, now))
 
     if not p.json:
-        header = ["UUID", "NAME", "STATE", "OWNER", "PRIORITY", "AGE"]
+        header = ["UUID", "NAME", "STATE", "OWNER", "PRIORITY", "AGE", "ATTEMPT"]
         for text in _table([header, *rows]):
             p.line(text)
 
 
 async def cmd_show(board: JobBoard, args: argparse.Namespace, p: _Printer) -> None:
     job = await _find(board, args.uuid)
-    owner = await board.find_owner(job)
+    status = await board.status(job)
     book = await _load_book(args.books, job.book_uuid)
-    record = _job_record(job, owner)
+    record = _job_record(job, status)
     if book is not None:
         record["book"] = _book_record(book)
 
@@ -233,7 +302,7 @@ async def cmd_show(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
         p.record(record)
         return
 
-    for key in ("uuid", "name", "state", "owner", "priority", "created_on"):
+    for key in ("uuid", "name", "state", "owner", "attempt", "priority", "created_on"):
         p.line(f"{key + ':':<12}{record[key] if record[key] is not None else '-'}")
     p.line(f"{'sequence:':<12}{job.sequence}")
     p.line(f"{'details:':<12}{json.dumps(dict(job.details), sort_keys=True)}")
@@ -250,7 +319,7 @@ async def cmd_post(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
     details = _parse_details(args.details)
     job = await board.post(args.name, details, priority=args.priority)
     if p.json:
-        p.record(_job_record(job, None))
+        p.record(_job_record(job, JobStatus(JobState.UNCLAIMED, None, 0, None)))
     else:
         p.line(job.uuid)
 
@@ -275,6 +344,37 @@ async def cmd_trash(board: JobBoard, args: argparse.Namespace, p: _Printer) -> N
         p.record({"uuid": job.uuid, "trashed": True})
     else:
         p.line(f"trashed {job.uuid}")
+
+
+async def cmd_cancel(board: JobBoard, args: argparse.Namespace, p: _Printer) -> None:
+    job = await _find(board, args.uuid)
+    # Read first only to say whose work was stopped; the cancel itself needs
+    # no owner and wins whoever holds the job.
+    owner = (await board.status(job)).owner
+    await board.cancel(job, args.reason)
+
+    if p.json:
+        p.record(
+            {"uuid": job.uuid, "cancelled": True, "owner": owner, "reason": args.reason}
+        )
+    elif owner is None:
+        p.line(f"cancelled {job.uuid}: {args.reason}")
+    else:
+        p.line(f"cancelled {job.uuid}, held by {owner!r}: {args.reason}")
+
+
+async def cmd_workers(board: JobBoard, args: argparse.Namespace, p: _Printer) -> None:
+    found = await board.workers()
+    if p.json:
+        for info in found:
+            p.record(_worker_record(info))
+        return
+
+    now = datetime.now(UTC)
+    rows = [_worker_row(info, now) for info in found]
+    header = ["NAME", "HOST", "PID", "UP", "SEEN", "HOLDING"]
+    for text in _table([header, *rows]):
+        p.line(text)
 
 
 async def cmd_watch(board: JobBoard, args: argparse.Namespace, p: _Printer) -> None:
@@ -341,13 +441,47 @@ async def cmd_demo(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
         raise JobBoardError(f"the demo drained only part of its {report.jobs} jobs")
 
 
+async def cmd_serve(board: JobBoard, args: argparse.Namespace, p: _Printer) -> None:
+    from . import web  # starlette and uvicorn are needed only here
+
+    # Fail now, with exit code 3, if the board cannot be reached.
+    await board.job_count()
+
+    def ready(address: str) -> None:
+        if p.json:
+            p.record({"url": address, "board": board.url})
+        else:
+            p.line(f"serving {board.url} at {address}")
+        print(
+            "the dashboard has no authentication; Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    async with AsyncExitStack() as stack:
+        books = None
+        if args.books is not None:
+            books = await stack.enter_async_context(booklib.connect(args.books))
+        try:
+            await web.serve(
+                board, books=books, host=args.host, port=args.port, on_ready=ready
+            )
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on {args.host} port {args.port}: {exc.strerror or exc}"
+            ) from None
+
+
 COMMANDS = {
     "jobs": cmd_jobs,
     "show": cmd_show,
     "post": cmd_post,
     "trash": cmd_trash,
+    "cancel": cmd_cancel,
+    "workers": cmd_workers,
     "watch": cmd_watch,
     "demo": cmd_demo,
+    "serve": cmd_serve,
 }
 
 
@@ -355,12 +489,11 @@ COMMANDS = {
 
 
 async def _find(board: JobBoard, uuid: str) -> Job:
-    # The contract has no lookup by uuid: a snapshot is scanned instead,
-    # which is fine at the sizes a person reads on a terminal.
-    async for job in board.iterjobs():
-        if job.uuid == uuid:
-            return job
-    raise NotFound(f"no job {uuid!r} on {board.url}")
+    try:
+        return await board.get_job(uuid)
+    except (NotFound, ValueError):
+        # Something that is not a uuid is not on the board either.
+        raise NotFound(f"no job {uuid!r} on {board.url}") from None
 
 
 async def _load_book(url: str | None, uuid: str | None) -> LogBook | None:
@@ -390,12 +523,13 @@ def _default_owner() -> str:
     return f"{PROG}@{socket.gethostname()}:{os.getpid()}"
 
 
-def _job_record(job: Job, owner: str | None) -> dict[str, Any]:
+def _job_record(job: Job, status: JobStatus) -> dict[str, Any]:
     return {
         "uuid": job.uuid,
         "name": job.name,
-        "state": "CLAIMED" if owner is not None else "UNCLAIMED",
-        "owner": owner,
+        "state": status.state.name,
+        "owner": status.owner,
+        "attempt": status.attempt,
         "priority": job.priority.name,
         "created_on": job.created_on.isoformat(),
         "sequence": job.sequence,
@@ -405,10 +539,46 @@ def _job_record(job: Job, owner: str | None) -> dict[str, Any]:
     }
 
 
-def _job_row(job: Job, owner: str | None, now: datetime) -> list[str]:
-    state = "CLAIMED" if owner is not None else "UNCLAIMED"
+def _job_row(job: Job, status: JobStatus, now: datetime) -> list[str]:
     age = _age((now - job.created_on).total_seconds())
-    return [job.uuid, job.name, state, owner or "-", job.priority.name, age]
+    return [
+        job.uuid,
+        job.name,
+        status.state.name,
+        status.owner or "-",
+        job.priority.name,
+        age,
+        str(status.attempt),
+    ]
+
+
+def _worker_record(info: WorkerInfo) -> dict[str, Any]:
+    return {
+        "name": info.name,
+        "host": info.host,
+        "pid": info.pid,
+        "since": info.since.isoformat(),
+        "seen": info.seen.isoformat(),
+        "holding": list(info.holding),
+    }
+
+
+def _worker_row(info: WorkerInfo, now: datetime) -> list[str]:
+    return [
+        info.name,
+        info.host,
+        str(info.pid),
+        _age((now - info.since).total_seconds()),
+        _age((now - info.seen).total_seconds()) + " ago",
+        _holding(info.holding),
+    ]
+
+
+def _holding(uuids: tuple[str, ...], shown: int = 2) -> str:
+    if not uuids:
+        return "0"
+    more = ", ..." if len(uuids) > shown else ""
+    return f"{len(uuids)}: {', '.join(uuids[:shown])}{more}"
 
 
 def _age(seconds: float) -> str:

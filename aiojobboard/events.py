@@ -45,7 +45,8 @@ class JobEvent:
 
     ``owner`` and ``token`` name the claim concerned, where there is one.
     ``job`` is the posting itself when the adapter had it at hand (always for
-    POSTED on the built-in adapters).
+    POSTED on the built-in adapters). ``reason`` is the operator's reason on
+    the TRASHED event of a cancel, and ``None`` otherwise.
     """
 
     kind: EventKind
@@ -54,6 +55,7 @@ class JobEvent:
     token: int | None = None
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
     job: Job | None = field(default=None, repr=False, compare=False)
+    reason: str | None = None
 
 
 class Subscription:

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .board import JobBoard
     from .book.models import LogBook
 
-__all__ = ["Job", "JobPriority", "JobState", "Posting"]
+__all__ = ["Job", "JobPriority", "JobState", "JobStatus", "Posting"]
 
 
 class JobPriority(enum.IntEnum):
@@ -44,6 +44,21 @@ class JobState(enum.Enum):
 
     def __repr__(self) -> str:
         return f"JobState.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class JobStatus:
+    """Where a job stands, read in one step: what ``board.status()`` answers.
+
+    ``attempt`` counts the claims on the job so far (0 if it was never
+    claimed); ``token`` is the fencing token of its current claim, ``None``
+    while it is unclaimed, as ``owner`` is.
+    """
+
+    state: JobState
+    owner: str | None
+    attempt: int
+    token: int | None
 
 
 @dataclass(frozen=True, eq=False, slots=True, kw_only=True)

@@ -79,6 +79,8 @@ class Worker:
         self.destroy_books = destroy_books
         #: Jobs whose handler returned, raised, or that were trashed unrun.
         self.consumed = self.failed = self.trashed = self.lost = 0
+        #: Jobs that an operator cancelled while their handler ran.
+        self.cancelled = 0
         self._busy = 0
         self._stopping = False
         self._idle_scopes: set[anyio.CancelScope] = set()
@@ -93,7 +95,8 @@ class Worker:
         return (
             f"<Worker {self.name!r} {state}, {self._busy} of "
             f"{self.concurrency} busy, consumed={self.consumed} "
-            f"failed={self.failed} trashed={self.trashed} lost={self.lost}>"
+            f"failed={self.failed} trashed={self.trashed} lost={self.lost} "
+            f"cancelled={self.cancelled}>"
         )
 
     @property
@@ -111,12 +114,14 @@ class Worker:
             self.board.url,
             self.concurrency,
         )
+        self.board._register_worker(self.name)
         try:
             async with anyio.create_task_group() as group:
                 self._run_scope = group.cancel_scope
                 for _ in range(self.concurrency):
                     group.start_soon(self._consume)
         finally:
+            self.board._withdraw_worker(self.name)
             self._run_scope = None
             self._done.set()
             logger.info("worker %r stopped", self.name)
@@ -187,8 +192,18 @@ class Worker:
             if self.destroy_books:
                 await self._destroy_book(job)
         except ClaimLost as exc:
-            self.lost += 1
-            logger.warning("worker %r: %s; its work is void", self.name, exc)
+            if claim.cancel_reason is not None:
+                self.cancelled += 1
+                logger.warning(
+                    "job %s (%r) cancelled while %r ran it: %s",
+                    job.uuid,
+                    job.name,
+                    self.name,
+                    claim.cancel_reason,
+                )
+            else:
+                self.lost += 1
+                logger.warning("worker %r: %s; its work is void", self.name, exc)
         except TrashJob as exc:
             self.failed += 1
             self.trashed += 1

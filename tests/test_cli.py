@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -49,10 +51,18 @@ def test_post_prints_the_uuid_and_jobs_lists_a_table(
 
     assert (code, err) == (0, "")
     header, *rows = out.splitlines()
-    assert header.split() == ["UUID", "NAME", "STATE", "OWNER", "PRIORITY", "AGE"]
-    assert [row.split()[:5] for row in rows] == [
-        [high, "ship", "UNCLAIMED", "-", "HIGH"],
-        [low, "tidy", "UNCLAIMED", "-", "LOW"],
+    assert header.split() == [
+        "UUID",
+        "NAME",
+        "STATE",
+        "OWNER",
+        "PRIORITY",
+        "AGE",
+        "ATTEMPT",
+    ]
+    assert [row.split()[:5] + row.split()[6:] for row in rows] == [
+        [high, "ship", "UNCLAIMED", "-", "HIGH", "0"],
+        [low, "tidy", "UNCLAIMED", "-", "LOW", "0"],
     ]
 
 
@@ -72,9 +82,9 @@ def test_jobs_json_is_one_object_per_line(capsys: pytest.CaptureFixture[str]) ->
     records = [json.loads(line) for line in out.splitlines()]
 
     assert code == 0
-    assert [(r["uuid"], r["state"], r["owner"]) for r in records] == [
-        (first, "UNCLAIMED", None),
-        (second, "CLAIMED", "holder"),
+    assert [(r["uuid"], r["state"], r["owner"], r["attempt"]) for r in records] == [
+        (first, "UNCLAIMED", None, 0),
+        (second, "CLAIMED", "holder", 1),
     ]
     assert records[0]["details"] == {"n": 1}
 
@@ -90,6 +100,7 @@ def test_post_then_show(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     assert f"uuid:       {job_uuid}" in out
     assert "state:      UNCLAIMED" in out
+    assert "attempt:    0" in out
     assert 'details:    {"order": 7}' in out
 
     code, out, _ = run_cli(capsys, url, "show", job_uuid, "--json")
@@ -166,6 +177,87 @@ def test_not_found_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert (code, out) == (1, "")
     assert err.startswith("aiojobboard: error: no job 'no-such-job'")
     assert err.count("\n") == 1
+
+
+def hold_first(url: str, owner: str = "holder") -> None:
+    """Claim the first job of *url* through a connection left open."""
+
+    async def hold() -> None:
+        board = await ajb.connect(url)
+        job = await anext(job async for job in board.iterjobs())
+        await board.claim(job, owner)
+        # Not closed: closing would abandon the claim the test needs.
+
+    asyncio.run(hold())
+
+
+def test_cancel_an_unclaimed_job(capsys: pytest.CaptureFixture[str]) -> None:
+    url = board_url()
+    job_uuid = post(capsys, url, "junk")
+
+    code, out, err = run_cli(capsys, url, "cancel", job_uuid)
+
+    assert (code, out, err) == (0, f"cancelled {job_uuid}: cancelled\n", "")
+    assert run_cli(capsys, url, "jobs", "--json")[1] == ""
+    code, out, err = run_cli(capsys, url, "cancel", job_uuid)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"aiojobboard: error: no job '{job_uuid}'")
+
+
+def test_cancel_a_held_job_names_its_holder(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = board_url()
+    job_uuid = post(capsys, url, "junk")
+    hold_first(url)
+
+    code, out, _ = run_cli(capsys, url, "--json", "cancel", job_uuid, "--reason", "ops")
+
+    assert code == 0
+    assert json.loads(out) == {
+        "uuid": job_uuid,
+        "cancelled": True,
+        "owner": "holder",
+        "reason": "ops",
+    }
+    assert run_cli(capsys, url, "jobs", "--json")[1] == ""
+
+
+def test_cancel_with_an_empty_reason_exits_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = board_url()
+    job_uuid = post(capsys, url, "junk")
+
+    code, out, err = run_cli(capsys, url, "cancel", job_uuid, "--reason", " ")
+
+    assert (code, out) == (2, "")
+    assert "empty" in err
+    assert json.loads(run_cli(capsys, url, "jobs", "--json")[1])["uuid"] == job_uuid
+
+
+def test_workers_lists_holders(capsys: pytest.CaptureFixture[str]) -> None:
+    url = board_url()
+    code, out, _ = run_cli(capsys, url, "workers")
+    assert (code, out.split()) == (0, ["NAME", "HOST", "PID", "UP", "SEEN", "HOLDING"])
+
+    job_uuid = post(capsys, url, "a")
+    hold_first(url, "w-1")
+
+    code, out, _ = run_cli(capsys, url, "workers")
+    _, row = out.splitlines()
+    assert code == 0
+    assert row.split()[:3] == ["w-1", socket.gethostname(), str(os.getpid())]
+    assert row.endswith(f"1: {job_uuid}")
+
+    code, out, _ = run_cli(capsys, url, "workers", "--json")
+    (record,) = [json.loads(line) for line in out.splitlines()]
+    assert (record["name"], record["pid"], record["holding"]) == (
+        "w-1",
+        os.getpid(),
+        [job_uuid],
+    )
+    assert record["since"] <= record["seen"]
 
 
 @pytest.mark.parametrize(
@@ -314,3 +406,37 @@ def test_unreachable_redis_exits_3_without_the_password() -> None:
     assert done.stderr.startswith("aiojobboard: error: Redis for ")
     assert done.stderr.count("\n") == 1
     assert "s3cret" not in done.stderr
+
+
+async def test_cancel_and_workers_as_processes_against_redis(redis_url: str) -> None:
+    async with ajb.connect(redis_url) as board:
+        job = await board.post("long")
+        claim = await board.claim(job, "holder")
+
+        async def listed() -> list[dict[str, object]]:
+            done = await asyncio.to_thread(run_process, redis_url, "workers", "--json")
+            assert done.returncode == 0, done.stderr
+            return [json.loads(line) for line in done.stdout.splitlines()]
+
+        async with asyncio.timeout(10):
+            # Presence is read, not announced: it is polled.
+            while not (records := await listed()):  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+        assert [(r["name"], r["pid"], r["holding"]) for r in records] == [
+            ("holder", os.getpid(), [job.uuid])
+        ]
+
+        done = await asyncio.to_thread(
+            run_process, redis_url, "cancel", job.uuid, "--reason", "ops said so"
+        )
+        assert (done.returncode, done.stdout) == (
+            0,
+            f"cancelled {job.uuid}, held by 'holder': ops said so\n",
+        )
+        async with asyncio.timeout(5):
+            while not claim.lost:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert claim.cancel_reason == "ops said so"
+
+        again = await asyncio.to_thread(run_process, redis_url, "cancel", job.uuid)
+        assert again.returncode == 1

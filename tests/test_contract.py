@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import re
+import socket
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC
 from typing import Any
 
@@ -601,6 +605,270 @@ async def test_expiry_is_an_event(open_board: OpenBoard, kit: Kit) -> None:
     event = await asyncio.wait_for(first_expiry(), kit.patience)
     assert event.job_uuid == job.uuid
     assert event.owner == "dead-worker"
+
+
+# -- operating ---------------------------------------------------------------
+
+
+async def first_event(
+    board: ajb.JobBoard, kind: ajb.EventKind
+) -> asyncio.Task[ajb.JobEvent]:
+    """Start listening on *board* for the first event of *kind*."""
+
+    async def listen() -> ajb.JobEvent:
+        async for event in board.events():
+            if event.kind is kind:
+                return event
+        raise AssertionError("events() ended")
+
+    task = asyncio.create_task(listen())
+    await asyncio.sleep(0.05)
+    return task
+
+
+async def until(check: Callable[[], Awaitable[bool]], timeout: float) -> None:
+    """Return once *check* answers true; fail after *timeout* seconds."""
+    async with asyncio.timeout(timeout):
+        # Presence is read, not announced: it is polled.
+        while not await check():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+async def test_cancel_an_unclaimed_job(open_board: OpenBoard) -> None:
+    board, watcher = await open_board(), await open_board()
+    job = await board.post("x")
+    trashed = await first_event(watcher, ajb.EventKind.TRASHED)
+    await board.cancel(job, "no longer wanted")
+    assert await job.get_state() is ajb.JobState.COMPLETE
+    assert await job.wait(timeout=0) is True
+    assert await board.job_count() == 0
+    event = await asyncio.wait_for(trashed, 5)
+    assert (event.job_uuid, event.owner) == (job.uuid, None)
+    assert event.reason == "no longer wanted"
+
+
+async def test_cancel_a_claimed_job(open_board: OpenBoard, kit: Kit) -> None:
+    holder, operator = await open_board(), await open_board()
+    job = await holder.post("x")
+    entered = asyncio.Event()
+    finished_sleeping = False
+    claims: list[ajb.Claim] = []
+
+    async def hold() -> None:
+        nonlocal finished_sleeping
+        async with holder.claim(job, "w") as claim:
+            claims.append(claim)
+            entered.set()
+            await asyncio.sleep(30)
+            finished_sleeping = True
+
+    task = asyncio.create_task(hold())
+    await entered.wait()
+    trashed = await first_event(operator, ajb.EventKind.TRASHED)
+    started = time.monotonic()
+    await operator.cancel(job, "the customer withdrew")
+    with pytest.raises(ajb.ClaimLost, match="the customer withdrew"):
+        await asyncio.wait_for(task, kit.patience)
+    assert time.monotonic() - started < 1.0
+    assert not finished_sleeping
+    claim = claims[0]
+    assert claim.lost
+    assert claim.cancel_reason == "the customer withdrew"
+    with pytest.raises(ajb.NotOwner):
+        await claim.consume()
+    assert await job.get_state() is ajb.JobState.COMPLETE
+    assert await job.wait(timeout=1) is True
+    event = await asyncio.wait_for(trashed, 5)
+    assert (event.job_uuid, event.owner) == (job.uuid, "w")
+    assert event.reason == "the customer withdrew"
+
+
+async def test_cancel_through_the_holders_connection(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    claim = await board.claim(job, "w")
+    await board.cancel(job)
+    assert claim.lost
+    assert claim.cancel_reason == "cancelled"
+    with pytest.raises(ajb.NotOwner):
+        await claim.consume()
+
+
+async def test_cancel_a_gone_job(board: ajb.JobBoard) -> None:
+    job = await board.post("x")
+    await (await board.claim(job, "w")).consume()
+    with pytest.raises(ajb.NotFound):
+        await board.cancel(job, "late")
+    other = await board.post("y")
+    await board.cancel(other)
+    with pytest.raises(ajb.NotFound):
+        await board.cancel(other)
+
+
+@pytest.mark.parametrize(
+    ("reason", "error", "message"),
+    [
+        (42, TypeError, "str"),
+        (None, TypeError, "str"),
+        ("", ValueError, "empty"),
+        ("  ", ValueError, "empty"),
+        ("x" * 1001, ValueError, "1000"),
+    ],
+)
+async def test_cancel_checks_its_reason(
+    board: ajb.JobBoard, reason: Any, error: type[Exception], message: str
+) -> None:
+    job = await board.post("x")
+    with pytest.raises(error, match=message):
+        await board.cancel(job, reason)
+    assert await job.get_state() is ajb.JobState.UNCLAIMED
+    with pytest.raises(TypeError, match="Job"):
+        await board.cancel(job.uuid)  # type: ignore[arg-type]
+    await board.cancel(job, "x" * 1000)
+    assert await job.get_state() is ajb.JobState.COMPLETE
+
+
+async def test_a_worker_logs_a_cancelled_job_and_goes_on(
+    board: ajb.JobBoard, caplog: pytest.LogCaptureFixture
+) -> None:
+    doomed = await board.post("doomed", priority=ajb.JobPriority.HIGH)
+    after = await board.post("after")
+    started = asyncio.Event()
+    done: list[str] = []
+
+    async def handle(job: ajb.Job, claim: ajb.Claim) -> None:
+        if job.name == "doomed":
+            started.set()
+            await asyncio.sleep(30)
+        done.append(job.name)
+
+    worker = ajb.Worker(board, handle, name="w1")
+    with caplog.at_level(logging.WARNING, logger="aiojobboard.worker"):
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(started.wait(), 5)
+        await board.cancel(doomed, "bad input")
+        assert await after.wait(timeout=5)
+        await worker.stop()
+        await task
+    assert done == ["after"]
+    assert (worker.cancelled, worker.consumed, worker.lost) == (1, 1, 0)
+    assert worker.failed == 0
+    messages = [r.getMessage() for r in caplog.records if r.name.endswith("worker")]
+    assert any(
+        doomed.uuid in text and "'w1'" in text and text.endswith("ran it: bad input")
+        for text in messages
+    ), messages
+
+
+async def test_get_job(open_board: OpenBoard) -> None:
+    board, other = await open_board(), await open_board()
+    job = await board.post("x", {"n": 1}, priority=ajb.JobPriority.HIGH)
+    found = await other.get_job(job.uuid)
+    assert found == job
+    assert (found.name, dict(found.details), found.priority) == (
+        "x",
+        {"n": 1},
+        ajb.JobPriority.HIGH,
+    )
+    assert found.sequence == job.sequence
+    assert await found.get_state() is ajb.JobState.UNCLAIMED
+    assert await board.get_job(job.uuid.upper()) == job
+    await board.cancel(job)
+    with pytest.raises(ajb.NotFound):
+        await other.get_job(job.uuid)
+    with pytest.raises(TypeError, match="str"):
+        await board.get_job(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="uuid"):
+        await board.get_job("not-a-uuid")
+
+
+async def test_status(open_board: OpenBoard) -> None:
+    board, other = await open_board(), await open_board()
+    job = await board.post("x")
+    assert await other.status(job) == ajb.JobStatus(
+        ajb.JobState.UNCLAIMED, None, 0, None
+    )
+    claim = await board.claim(job, "w")
+    assert await other.status(job) == ajb.JobStatus(
+        ajb.JobState.CLAIMED, "w", 1, claim.token
+    )
+    await claim.abandon()
+    assert await other.status(job) == ajb.JobStatus(
+        ajb.JobState.UNCLAIMED, None, 1, None
+    )
+    second = await other.claim(job, "v")
+    status = await board.status(job)
+    assert (status.owner, status.attempt, status.token) == ("v", 2, second.token)
+    await second.consume()
+    with pytest.raises(ajb.NotFound):
+        await board.status(job)
+    with pytest.raises(TypeError):
+        await board.status(job.uuid)  # type: ignore[arg-type]
+
+
+async def named(board: ajb.JobBoard, name: str) -> list[ajb.WorkerInfo]:
+    return [info for info in await board.workers() if info.name == name]
+
+
+async def test_a_worker_is_present_with_its_holdings(
+    open_board: OpenBoard, kit: Kit
+) -> None:
+    board, watcher = await open_board(), await open_board()
+    job = await board.post("x")
+    release = asyncio.Event()
+
+    async def handle(job: ajb.Job, claim: ajb.Claim) -> None:
+        await release.wait()
+
+    assert await named(watcher, "w1") == []
+    worker = ajb.Worker(board, handle, name="w1")
+    task = asyncio.create_task(worker.run())
+
+    async def holding() -> bool:
+        found = await named(watcher, "w1")
+        return [info.holding for info in found] == [(job.uuid,)]
+
+    await until(holding, kit.patience)
+    (info,) = await named(watcher, "w1")
+    assert (info.host, info.pid) == (socket.gethostname(), os.getpid())
+    assert info.since.tzinfo is not None
+    assert info.seen.tzinfo is not None
+    assert info.since <= info.seen
+
+    release.set()
+    assert await job.wait(timeout=5)
+
+    async def idle() -> bool:
+        return [info.holding for info in await named(watcher, "w1")] == [()]
+
+    await until(idle, kit.patience)
+    await worker.stop()
+    await task
+
+    async def gone() -> bool:
+        return await named(watcher, "w1") == []
+
+    await until(gone, kit.patience)
+
+
+async def test_a_holder_is_present_until_its_board_closes(
+    open_board: OpenBoard, kit: Kit
+) -> None:
+    board, watcher = await open_board(), await open_board()
+    jobs = [await board.post(f"j{i}") for i in range(2)]
+    for job in jobs:
+        await board.claim(job, "holder")
+
+    async def both() -> bool:
+        found = await named(watcher, "holder")
+        return [sorted(info.holding) for info in found] == [
+            sorted(job.uuid for job in jobs)
+        ]
+
+    await until(both, kit.patience)
+    await board.close()
+    assert await named(watcher, "holder") == []
+    with pytest.raises(ajb.BoardClosed):
+        await board.workers()
 
 
 # -- closing and connecting --------------------------------------------------

@@ -98,6 +98,83 @@ async def test_a_killed_claimers_job_goes_to_another_process(url: str) -> None:
         assert await board.job_count() == 0
 
 
+PRESENT = """
+import asyncio, sys
+import aiojobboard as ajb
+
+async def main():
+    board = await ajb.connect(sys.argv[1])
+    board._presence_ttl = float(sys.argv[2])
+    claim = await board.claim_next("doomed")
+    print(claim.job.uuid, flush=True)
+    await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_processs_presence_runs_out(url: str) -> None:
+    async with ajb.connect(url) as board:
+        job = await board.post("work")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", PRESENT, url, "2.0", stdout=subprocess.PIPE
+        )
+        try:
+            assert process.stdout is not None
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert line.decode().split() == [job.uuid]
+            for _ in range(100):
+                found = await board.workers()
+                if found:
+                    break
+                await asyncio.sleep(0.05)
+            assert [(w.name, w.pid, w.holding) for w in found] == [
+                ("doomed", process.pid, (job.uuid,))
+            ]
+        finally:
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        killed = time.monotonic()
+        while await board.workers():
+            assert time.monotonic() - killed < 5, "the record outlived its deadline"
+            await asyncio.sleep(0.1)
+        # Refreshed at least every third of its lifetime, it outlived its
+        # process by at least the rest.
+        assert time.monotonic() - killed > 0.5
+
+
+async def test_a_missed_cancel_is_noticed_by_the_sweep(url: str) -> None:
+    async with ajb.connect(url) as holder, ajb.connect(url) as operator:
+        job = await holder.post("x")
+        claim = await holder.claim(job, "w")
+        # As if the message were lost with the event channel's connection.
+        holder._on_message = lambda data: None  # type: ignore[attr-defined]
+        started = time.monotonic()
+        await operator.cancel(job, "stop it")
+        await wait_for(lambda: claim.lost, timeout=5)
+        assert time.monotonic() - started < 1.5
+        assert claim.cancel_reason == "stop it"
+        assert claim.lost_reason is not None
+        assert "stop it" in claim.lost_reason
+
+
+async def test_presence_is_withdrawn_on_close(url: str, raw: aioredis.Redis) -> None:
+    board = await ajb.connect(url)
+    await board.claim(await board.post("x"), "w")
+    prefix = f"ajb:{{{namespace_of(url)}}}:"
+    await wait_for_async(lambda: raw.hlen(prefix + "workers"), 1)
+    await board.close()
+    assert await raw.hlen(prefix + "workers") == 0
+    assert await raw.zcard(prefix + "workers:due") == 0
+
+
+async def wait_for_async(read: object, value: object, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while await read() != value:  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
 def stall(seconds: float) -> None:
     """Block the event loop, as a CPU-bound handler would."""
     time.sleep(seconds)

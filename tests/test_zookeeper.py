@@ -29,6 +29,7 @@ from .zookeeper_helpers import (
     answers_ruok,
     ensemble,
     expire_session,
+    play_dead,
     private_server,
 )
 
@@ -509,3 +510,40 @@ class socket_port:
 
     def __exit__(self, *exc: object) -> None:
         self._sock.close()
+
+
+# -- cancels and presence ------------------------------------------------------
+
+
+async def test_a_cancel_missed_by_the_watch_is_found_on_rebuild() -> None:
+    url = fresh_url()
+    async with ajb.connect(url) as holder, ajb.connect(url) as operator:
+        job = await holder.post("x")
+        claim = await holder.claim(job, "w")
+        # The watch's events are lost, as across a reconnect.
+        holder._apply = lambda event: None  # type: ignore[attr-defined]
+        await operator.cancel(job, "gone fishing")
+        await asyncio.sleep(0.3)
+        assert claim.held
+        del holder._apply  # type: ignore[attr-defined]
+        await holder._rebuild(announce=True)  # type: ignore[attr-defined]
+        async with asyncio.timeout(1):
+            while not claim.lost:  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+        assert claim.cancel_reason == "gone fishing"
+
+
+async def test_a_dead_sessions_presence_goes_with_it() -> None:
+    url = fresh_url(session_timeout=2)
+    async with ajb.connect(url) as dead, ajb.connect(url) as watcher:
+        job = await dead.post("x")
+        await dead.claim(job, "doomed")
+        async with asyncio.timeout(5):
+            while not (found := await watcher.workers()):  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        assert [(w.name, w.holding) for w in found] == [("doomed", (job.uuid,))]
+        await play_dead(dead)
+        async with asyncio.timeout(10):
+            while await watcher.workers():  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert await watcher.find_owner(job) is None

@@ -30,11 +30,20 @@ Keys under the prefix:
     the answer a script gave to request ID, kept for a minute, so that a
     client that lost the reply and sent the call again gets the same answer
     instead of a second change.
+``cancelled:UUID``
+    the reason a job was cancelled, kept for a minute, so that a holder that
+    missed the event still learns why its claim is over.
+``workers`` and ``workers:due``
+    presence: a hash of records, one per connection and owner name (field
+    ``CONNECTION/NAME``, value the record's JSON), and a sorted set of the
+    same fields by deadline (ms, server clock). Readers drop records past
+    their deadline; each connection refreshes its own well before.
 ``events``
     the pub/sub channel. A message is a JSON array of the events of one
     script call, up to 256, each ``[KIND, UUID, NUMBER, REST]``: NUMBER is the
     sequence for POSTED and the token otherwise, REST the posting for POSTED
-    and the owner otherwise. One message per call, not per job, keeps the
+    and the owner otherwise ('' for none). The TRASHED event of a cancel has
+    a fifth element, the reason. One message per call, not per job, keeps the
     subscribers' work small when scripts change jobs in batches.
 
 Scripts that answer a list answer it as one JSON text, which the client
@@ -44,6 +53,7 @@ decodes in one step instead of parsing hundreds of reply elements.
 from __future__ import annotations
 
 __all__ = [
+    "CANCEL",
     "CATCH_UP",
     "CLAIM",
     "CLAIM_NEXT",
@@ -51,10 +61,12 @@ __all__ = [
     "HAS_UNCLAIMED",
     "PAGE",
     "POST",
+    "PRESENCE",
     "QUARANTINE",
     "RENEW",
     "STATUS",
     "SWEEP",
+    "WORKERS",
 ]
 
 #: How long a request's answer is kept for a retried call, in milliseconds.
@@ -64,6 +76,7 @@ _PRELUDE = """
 local P = ARGV[1]
 local ALL, READY, LEASES = P .. 'all', P .. 'ready', P .. 'leases'
 local CHANNEL = P .. 'events'
+local ANSWER_TTL = %(ttl)d
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -137,7 +150,7 @@ local function grant(uuid, key, attempts, owner, lease, now)
 end
 
 local function remember(req, answer)
-  redis.call('SET', P .. 'req:' .. req, answer, 'PX', %(ttl)d)
+  redis.call('SET', P .. 'req:' .. req, answer, 'PX', ANSWER_TTL)
 end
 """
 
@@ -340,19 +353,51 @@ remember(req, out)
 return out
 """)
 
-#: ARGV: prefix, uuid. Answers {} when the job is gone, else {owner or ''}.
+#: ARGV: prefix, uuid. Answers {} when the job is gone, else {owner or '',
+#: attempt count, token of the latest claim}; both numbers are 0 for a job
+#: never claimed.
 STATUS = _script("""
 local uuid = ARGV[2]
 local key = P .. 'job:' .. uuid
-local f = fields(key, 's', 'o', 'd')
+local f = fields(key, 's', 'o', 'd', 'a', 't')
 if not f or not f[1] then
   return {}
 end
+local attempt, token = tonumber(f[4]) or 0, tonumber(f[5]) or 0
 if f[2] and (tonumber(f[3]) or 0) <= now_ms() then
   expire(uuid, key)
-  return {''}
+  return {'', attempt, token}
 end
-return {f[2] or ''}
+return {f[2] or '', attempt, token}
+""")
+
+#: ARGV: prefix, request id, uuid, reason. Removes the job whoever holds it,
+#: keeps the reason under ``cancelled:UUID``, and answers 'ok', or 'gone'.
+CANCEL = _script("""
+local req, uuid, reason = ARGV[2], ARGV[3], ARGV[4]
+local answered = redis.call('GET', P .. 'req:' .. req)
+if answered then
+  return answered
+end
+local key = P .. 'job:' .. uuid
+local f = fields(key, 's', 'o', 't', 'd')
+local answer = 'gone'
+if f and f[1] then
+  local owner = f[2] or ''
+  if f[2] and (tonumber(f[4]) or 0) <= now_ms() then
+    expire(uuid, key)
+    owner = ''
+  end
+  redis.call('DEL', key)
+  redis.call('ZREM', LEASES, uuid)
+  redis.call('ZREM', READY, uuid)
+  redis.call('ZREM', ALL, uuid)
+  redis.call('SET', P .. 'cancelled:' .. uuid, reason, 'PX', ANSWER_TTL)
+  EVENTS[#EVENTS + 1] = {'TRASHED', uuid, f[3] or '0', owner, reason}
+  answer = 'ok'
+end
+remember(req, answer)
+return answer
 """)
 
 #: ARGV: prefix. Answers 1 when some job is unclaimed.
@@ -361,16 +406,59 @@ sweep(now_ms(), 100)
 return redis.call('ZCARD', READY) > 0 and 1 or 0
 """)
 
-#: ARGV: prefix, limit. Expires due leases; answers ms to the next deadline,
-#: or -1 when no job is claimed.
+#: ARGV: prefix, limit, then the uuids of the jobs the caller holds. Expires
+#: due leases; answers ms to the next deadline, or -1 when no job is claimed,
+#: then per uuid the reason it was cancelled, or '' if it was not.
 SWEEP = _script("""
 local now = now_ms()
 sweep(now, tonumber(ARGV[2]))
+local out = {-1}
 local nxt = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
 if nxt[2] then
-  return math.max(0, tonumber(nxt[2]) - now)
+  out[1] = math.max(0, tonumber(nxt[2]) - now)
 end
-return -1
+for i = 3, #ARGV do
+  out[i - 1] = redis.call('GET', P .. 'cancelled:' .. ARGV[i]) or ''
+end
+return cjson.encode(out)
+""")
+
+#: ARGV: prefix, lifetime ms, count, then (field, record) per record to keep,
+#: then the fields to remove. Writes one connection's presence records with
+#: a deadline of now plus the lifetime.
+PRESENCE = _script("""
+local lifetime, n = tonumber(ARGV[2]), tonumber(ARGV[3])
+local deadline = now_ms() + lifetime
+for i = 0, n - 1 do
+  local name, record = ARGV[4 + 2 * i], ARGV[5 + 2 * i]
+  redis.call('HSET', P .. 'workers', name, record)
+  redis.call('ZADD', P .. 'workers:due', deadline, name)
+end
+for i = 4 + 2 * n, #ARGV do
+  redis.call('HDEL', P .. 'workers', ARGV[i])
+  redis.call('ZREM', P .. 'workers:due', ARGV[i])
+end
+return 1
+""")
+
+#: ARGV: prefix. Drops presence records past their deadline and answers the
+#: others.
+WORKERS = _script("""
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', P .. 'workers:due', '-inf', now)
+for _, name in ipairs(due) do
+  redis.call('HDEL', P .. 'workers', name)
+  redis.call('ZREM', P .. 'workers:due', name)
+end
+-- A record whose deadline entry is missing was half-written: skip it.
+local out = {}
+local all = redis.call('HGETALL', P .. 'workers')
+for i = 1, #all, 2 do
+  if redis.call('ZSCORE', P .. 'workers:due', all[i]) then
+    table.insert(out, all[i + 1])
+  end
+end
+return cjson.encode(out)
 """)
 
 #: ARGV: prefix, index ('all' or 'ready'), exclusive lower score, count.

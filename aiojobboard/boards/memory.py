@@ -26,7 +26,8 @@ from ..board import DEFAULT_LEASE, MAX_JOB_SIZE, JobBoard
 from ..claims import Claim, Finish, Grant, check_holder
 from ..errors import NotFound, UnclaimableJob
 from ..events import EventKind, JobEvent
-from ..jobs import Job, JobPriority, JobState, Posting
+from ..jobs import Job, JobPriority, JobState, JobStatus, Posting
+from ..presence import WorkerInfo
 
 if TYPE_CHECKING:
     from ..book.base import BookStore
@@ -79,13 +80,25 @@ class _Board:
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._timer_at = 0.0
 
-    def emit(self, kind: EventKind, record: _Record, owner: str | None) -> None:
+    def emit(
+        self,
+        kind: EventKind,
+        record: _Record,
+        owner: str | None,
+        reason: str | None = None,
+    ) -> None:
         at = datetime.now(UTC)
         for connection in list(self.connections):
             job = record.job_for(connection)
             connection._deliver(
                 JobEvent(
-                    kind, job.uuid, owner=owner, token=record.token, at=at, job=job
+                    kind,
+                    job.uuid,
+                    owner=owner,
+                    token=None if owner is None else record.token,
+                    at=at,
+                    job=job,
+                    reason=reason,
                 )
             )
 
@@ -187,6 +200,14 @@ class _Board:
             del self.by_priority[record.job.priority][uuid]
         self.emit(_FINISHED_KIND[how], record, owner)
 
+    def cancel(self, uuid: str, reason: str) -> None:
+        record = self.jobs.pop(uuid, None)
+        if record is None:
+            raise NotFound(f"job {uuid} is no longer on the board")
+        del self.by_priority[record.job.priority][uuid]
+        owner, record.owner = record.owner, None
+        self.emit(EventKind.TRASHED, record, owner, reason)
+
     def held_by(self, uuid: str, owner: str, token: int | None) -> _Record:
         record = self.jobs.get(uuid)
         if record is None:
@@ -287,6 +308,28 @@ class MemoryBoard(JobBoard):
     ) -> None:
         self._data.expire_due()
         self._data.finish(uuid, owner, token, how)
+
+    async def _cancel(self, uuid: str, reason: str) -> None:
+        self._data.expire_due()
+        self._data.cancel(uuid, reason)
+
+    async def _get_job_status(self, uuid: str) -> JobStatus | None:
+        self._data.expire_due()
+        record = self._data.jobs.get(uuid)
+        if record is None:
+            return None
+        if record.owner is None:
+            return JobStatus(JobState.UNCLAIMED, None, record.attempt, None)
+        return JobStatus(JobState.CLAIMED, record.owner, record.attempt, record.token)
+
+    async def _get_workers(self) -> list[WorkerInfo]:
+        # Every connection lives in this process: its records are read live.
+        return [
+            info
+            for connection in list(self._data.connections)
+            if not connection.closed
+            for info in connection._presence()
+        ]
 
     async def _job_count(self) -> int:
         return len(self._data.jobs)

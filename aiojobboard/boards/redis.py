@@ -33,6 +33,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -54,7 +55,8 @@ from ..board import DEFAULT_LEASE, MAX_JOB_SIZE, JobBoard
 from ..claims import Claim, Finish, Grant
 from ..errors import ConnectionLost, JobBoardError, NotFound, NotOwner, UnclaimableJob
 from ..events import EventKind, JobEvent
-from ..jobs import Job, JobState, Posting
+from ..jobs import Job, JobState, JobStatus, Posting
+from ..presence import WorkerInfo
 from . import _redis_scripts as scripts
 
 if TYPE_CHECKING:
@@ -72,6 +74,10 @@ MAX_BATCH = 256
 CATCH_UP_LIMIT = 10_000
 #: How often at most a connection sweeps due leases, in seconds.
 SWEEP_EVERY = 1.0
+#: Seconds a presence record outlives its connection's last refresh.
+PRESENCE_TTL = 10.0
+#: The least time between two refreshes of presence that changed, in seconds.
+PRESENCE_EVERY = 1.0
 _PRIORITY_SPAN = 2**40
 
 _T = TypeVar("_T")
@@ -387,6 +393,12 @@ class RedisBoard(JobBoard):
         self._finishes = _Gatherer[_FinishRequest, str](self._finish_batch)
         self._posts = _Gatherer[Posting, Job](self._post_many)
         self._probes = _Gatherer[None, bool](self._probe)
+        #: This connection's name among the presence records.
+        self._presence_id = secrets.token_hex(8)
+        self._presence_ttl = PRESENCE_TTL
+        self._announced: set[str] = set()
+        self._announced_at = -math.inf
+        self._announced_version = -1
 
     # -- opening and closing --------------------------------------------------
 
@@ -429,6 +441,12 @@ class RedisBoard(JobBoard):
             while not task.done():
                 task.cancel()
                 await asyncio.wait([task], timeout=0.1)
+        if self._announced:
+            # Withdrawn at once; if this fails, the records' deadline does it.
+            with suppress(JobBoardError, TimeoutError):
+                async with asyncio.timeout(self._timeout):
+                    await self._run("PRESENCE", 0, 0, *self._announced)
+            self._announced = set()
         with suppress(rexc.RedisError, OSError):
             await self._pubsub.aclose()  # type: ignore[no-untyped-call]
         for client in [self._client, *self._sentinels]:
@@ -561,6 +579,59 @@ class RedisBoard(JobBoard):
         if not answer[0]:
             return JobState.UNCLAIMED, None
         return JobState.CLAIMED, answer[0]
+
+    async def _get_job_status(self, uuid: str) -> JobStatus | None:
+        answer = await self._run("STATUS", uuid)
+        if not answer:
+            return None
+        owner, attempt, token = answer
+        if not owner:
+            return JobStatus(JobState.UNCLAIMED, None, int(attempt), None)
+        return JobStatus(JobState.CLAIMED, owner, int(attempt), int(token))
+
+    async def _cancel(self, uuid: str, reason: str) -> None:
+        answer = await self._run("CANCEL", next(self._requests), uuid, reason)
+        if answer == "gone":
+            raise NotFound(f"job {uuid} is no longer on the board")
+
+    # -- presence -------------------------------------------------------------
+
+    async def _get_workers(self) -> list[WorkerInfo]:
+        found = []
+        for text in await self._run_json("WORKERS"):
+            info = WorkerInfo.decode(text)
+            if info is None:
+                logger.warning("ignoring a bad presence record on %s", self._url)
+            else:
+                found.append(info)
+        return found
+
+    async def _announce(self) -> None:
+        """Refresh this connection's presence records when they are due.
+
+        A change is written at most once a second; unchanged records are
+        written again every third of their lifetime, so that they outlive the
+        connection by no more than that lifetime. A connection that announces
+        nothing writes nothing.
+        """
+        age = time.monotonic() - self._announced_at
+        changed = self._presence_version != self._announced_version
+        due = bool(self._announced) and age >= self._presence_ttl / 3
+        if not (due or (changed and age >= PRESENCE_EVERY)):
+            return
+        version, records = self._presence_version, self._presence()
+        kept = {f"{self._presence_id}/{info.name}": info.encode() for info in records}
+        gone = self._announced - kept.keys()
+        if kept or gone:
+            args: list[object] = [_ms(self._presence_ttl), len(kept)]
+            for name, record in kept.items():
+                args += [name, record]
+            # Should the call be cut short, close() withdraws these too.
+            self._announced |= kept.keys()
+            await self._run("PRESENCE", *args, *gone)
+        self._announced = set(kept)
+        self._announced_version = version
+        self._announced_at = time.monotonic()
 
     async def _job_count(self) -> int:
         with self._translated():
@@ -721,13 +792,19 @@ class RedisBoard(JobBoard):
 
     def _event_of(self, record: list[Any]) -> JobEvent | None:
         try:
-            name, uuid, number, rest = record
+            name, uuid, number, rest, *more = record
             kind = _KINDS[name]
             if kind is EventKind.CLAIMED and not self._subscriptions:
                 # Only iterators read CLAIMED; no waiter is woken by it.
                 return None
             if kind is not EventKind.POSTED:
-                return JobEvent(kind, uuid, owner=rest, token=int(number))
+                # A cancel's TRASHED event adds its reason; '' is no owner.
+                reason = str(more[0]) if more else None
+                if not rest:
+                    return JobEvent(kind, uuid, reason=reason)
+                return JobEvent(
+                    kind, uuid, owner=rest, token=int(number), reason=reason
+                )
             sequence = int(number)
             if self._caught_up and uuid in self._caught_up:
                 self._caught_up.discard(uuid)
@@ -753,7 +830,8 @@ class RedisBoard(JobBoard):
         resynced = time.monotonic()
         while not self._closed:
             try:
-                wait_ms = await self._run("SWEEP", 100)
+                wait_ms = await self._sweep()
+                await self._announce()
             except JobBoardError as exc:
                 logger.debug("could not sweep leases on %s: %s", self._url, exc)
                 wait_ms = -1
@@ -762,6 +840,19 @@ class RedisBoard(JobBoard):
                 resynced = time.monotonic()
                 self._resync()
             await asyncio.sleep(min(delay + 0.005, self._settings.reconcile))
+
+    async def _sweep(self) -> int:
+        """Expire due leases; lose held claims whose jobs were cancelled.
+
+        The check of held claims catches a cancel whose event this connection
+        missed, within a sweep. Answers ms to the next lease deadline, or -1.
+        """
+        held = list(self._held.values())
+        answer = await self._run_json("SWEEP", 100, *(c.job.uuid for c in held))
+        for claim, reason in zip(held, answer[1:], strict=True):
+            if reason:
+                self._lose_to_cancel(claim, str(reason))
+        return int(answer[0])
 
 
 def _fresh_name() -> str:

@@ -17,6 +17,12 @@ A board is a folder of nodes under its path:
     A trashed job's posting, kept for inspection.
 ``entities/OWNER``
     An ephemeral node per owner name that claimed through a live session.
+``cancelled/R-UUID-SEQUENCE``
+    A cancelled job's reason, created with its trash node in one transaction;
+    watchers read it to put the reason on the TRASHED event.
+``workers/CONNECTION-OWNER``
+    Presence: an ephemeral node per connection and owner name that holds
+    claims or runs a Worker, holding its record; it goes with the session.
 
 Every change is one multi transaction: a claim creates its claim node (which
 fails if the job is claimed) and rewrites the job under a version check; a
@@ -42,10 +48,13 @@ import asyncio
 import heapq
 import json
 import logging
+import secrets
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from contextlib import suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote, unquote, urlsplit
 
@@ -64,7 +73,8 @@ from ..errors import (
     UnclaimableJob,
 )
 from ..events import EventKind, JobEvent
-from ..jobs import Job, JobPriority, JobState, Posting
+from ..jobs import Job, JobPriority, JobState, JobStatus, Posting
+from ..presence import WorkerInfo
 from . import _aiozk as zk
 
 if TYPE_CHECKING:
@@ -93,6 +103,8 @@ _PRELOAD_BATCH = 256
 _POST_BATCH = 500
 #: How many consumed or trashed jobs a connection remembers as gone.
 _GONE_KEPT = 10_000
+#: The least time between two writes of presence records, in seconds.
+_PRESENCE_EVERY = 1.0
 
 _RANK_OF = {priority: 2 - int(priority) for priority in JobPriority}
 _FINISHED_KIND = {
@@ -203,6 +215,8 @@ class ZooKeeperBoard(JobBoard):
         self._claims = f"{path}/claims"
         self._trash = f"{path}/trash"
         self._entities = f"{path}/entities"
+        self._cancelled = f"{path}/cancelled"
+        self._workers_path = f"{path}/workers"
         if credentials is None:
             self._acl: list[Any] = [zk.OPEN_ACL]
         else:
@@ -229,6 +243,14 @@ class ZooKeeperBoard(JobBoard):
         #: Claims sent but not answered: the attempt each would have made.
         self._unsure: dict[str, tuple[int, float]] = {}
         self._entity_owners: set[str] = set()
+        #: Reasons of cancels seen on the watch, read for the TRASHED event.
+        self._cancel_reasons: dict[str, asyncio.Task[str | None]] = {}
+        self._presence_id = secrets.token_hex(8)
+        #: This connection's presence nodes, with the part of each record
+        #: last written that counts as a change.
+        self._announced: dict[str, tuple[str, ...]] = {}
+        self._announced_at = -float("inf")
+        self._announcer: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._buffer: list[zk.NodeEvent] | None = None
         self._rebuilt = asyncio.Event()
@@ -254,6 +276,14 @@ class ZooKeeperBoard(JobBoard):
                 await self._ensure(path)
             for path in (self._jobs, self._claims, self._trash, self._entities):
                 await self._ensure(path)
+            for path in (self._cancelled, self._workers_path):
+                # Newer than the others: an identity that may only read a
+                # board made before them still opens it, without cancels
+                # or presence.
+                try:
+                    await self._ensure(path)
+                except JobBoardError as error:
+                    logger.warning("%s; cancel and presence will fail", error)
             await self._rebuild(announce=False)
         except BaseException:
             for task in self._tasks:
@@ -422,6 +452,145 @@ class ZooKeeperBoard(JobBoard):
 
     async def _has_unclaimed(self) -> bool:
         return self._peek_ready() is not None
+
+    async def _get_job_status(self, uuid: str) -> JobStatus | None:
+        if uuid in self._gone:
+            return None
+        name = await self._name_of(uuid)
+        if name is None:
+            return None
+        holder, stat = await asyncio.gather(
+            self._read_claim(name), self._client.exists(f"{self._jobs}/{name}")
+        )
+        if stat is None:
+            return None
+        if holder is not None:
+            return JobStatus(
+                JobState.CLAIMED, holder.owner, holder.attempt, holder.token
+            )
+        # The job's data version counts its claims.
+        return JobStatus(JobState.UNCLAIMED, None, int(stat.version), None)
+
+    async def _cancel(self, uuid: str, reason: str) -> None:
+        name = await self._name_of(uuid)
+        if name is None:
+            raise NotFound(f"job {uuid} is no longer on the board")
+        job_path, claim_path = f"{self._jobs}/{name}", f"{self._claims}/{name}"
+        for _ in range(5):
+            job, claim = await asyncio.gather(
+                self._client.exists(job_path), self._client.exists(claim_path)
+            )
+            if job is None:
+                raise NotFound(f"job {uuid} is no longer on the board")
+            data = await self._posting_data(name)
+            # The job's version changes with each claim, and an abandon
+            # deletes the claim node: either makes this transaction fail, so
+            # that it removes exactly the state it read.
+            ops = [
+                zk.Op.create(
+                    f"{self._cancelled}/{name}", _dumps({"reason": reason}), self._acl
+                ),
+                zk.Op.create(f"{self._trash}/{name}", data, self._acl),
+                zk.Op.delete(job_path, int(job.version)),
+            ]
+            if claim is not None:
+                ops.append(zk.Op.delete(claim_path, -1))
+            try:
+                await self._client.multi(ops)
+            except zk.MultiFailed as failed:
+                if isinstance(failed.error, zk.NoAuth):
+                    raise self._refused("cancel", failed) from failed.error
+                continue
+            return
+        raise JobBoardError(f"job {uuid} kept changing while it was cancelled")
+
+    async def _read_reason(self, name: str) -> str | None:
+        try:
+            data, _ = await self._client.get(f"{self._cancelled}/{name}")
+        except (zk.NoNode, JobBoardError):
+            return None
+        try:
+            reason = json.loads(data)["reason"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return reason if isinstance(reason, str) and reason else None
+
+    # -- the hooks: presence ----------------------------------------------------
+    async def _get_workers(self) -> list[WorkerInfo]:
+        names = await self._client.children(self._workers_path)
+        found = await asyncio.gather(*(self._read_worker(name) for name in names))
+        # A node lives as long as its session, which the server keeps only
+        # while it hears from it: its record is alive now.
+        now = datetime.now(UTC)
+        return [replace(info, seen=now) for info in found if info is not None]
+
+    async def _read_worker(self, name: str) -> WorkerInfo | None:
+        try:
+            data, _ = await self._client.get(f"{self._workers_path}/{name}")
+        except zk.NoNode:
+            return None
+        info = WorkerInfo.decode(data)
+        if info is None:
+            logger.warning("ignoring a bad presence record %s on %s", name, self.url)
+        return info
+
+    def _on_presence_changed(self) -> None:
+        if self._opened and (self._announcer is None or self._announcer.done()):
+            self._announcer = self._spawn(self._announce())
+
+    async def _announce(self) -> None:
+        """Write this connection's presence nodes, at most once a second.
+
+        A write that fails is tried again a few times; after that, the next
+        change or reconnect tries again.
+        """
+        failures = 0
+        while failures < 5:
+            delay = self._announced_at + _PRESENCE_EVERY - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            version = self._presence_version
+            try:
+                await self._client.wait_connected()
+                await self._write_presence()
+            except JobBoardError as error:
+                logger.debug("could not write presence on %s: %s", self.url, error)
+                failures += 1
+                continue
+            if version == self._presence_version:
+                return
+
+    async def _write_presence(self) -> None:
+        self._announced_at = time.monotonic()
+        kept = {
+            f"{self._presence_id}-{quote(info.name, safe='')}": info
+            for info in self._presence()
+        }
+        writes = [
+            self._put_worker(name, info)
+            for name, info in kept.items()
+            if self._announced.get(name) != info.holding
+        ]
+        writes += [self._drop_worker(name) for name in self._announced.keys() - kept]
+        await asyncio.gather(*writes)
+
+    async def _put_worker(self, name: str, info: WorkerInfo) -> None:
+        path, data = f"{self._workers_path}/{name}", info.encode().encode()
+        try:
+            await self._client.send(zk.Op.set_data(path, data, -1))
+        except zk.NoNode:
+            try:
+                await self._client.send(
+                    zk.Op.create(path, data, self._acl, ephemeral=True)
+                )
+            except zk.NodeExists:
+                await self._client.send(zk.Op.set_data(path, data, -1))
+        self._announced[name] = info.holding
+
+    async def _drop_worker(self, name: str) -> None:
+        with suppress(zk.NoNode):
+            await self._client.send(zk.Op.delete(f"{self._workers_path}/{name}", -1))
+        self._announced.pop(name, None)
 
     # -- the hooks: claiming --------------------------------------------------
     def _lease_of(self, lease: float | None) -> float:
@@ -732,6 +901,8 @@ class ZooKeeperBoard(JobBoard):
             self._apply_claim(event.kind, name)
         elif parent == self._trash and event.kind == zk.CREATED:
             self._trashed.add(name)
+        elif parent == self._cancelled and event.kind == zk.CREATED:
+            self._cancel_reasons[name] = self._spawn(self._read_reason(name))
 
     def _apply_job(self, kind: int, name: str) -> None:
         if kind == zk.CREATED:
@@ -749,7 +920,8 @@ class ZooKeeperBoard(JobBoard):
             trashed = name in self._trashed
             self._trashed.discard(name)
             final = EventKind.TRASHED if trashed else EventKind.CONSUMED
-            self._emit(final, entry, info=entry.claim_info)
+            reason = self._cancel_reasons.pop(name, None) if trashed else None
+            self._emit(final, entry, info=entry.claim_info, reason=reason)
         elif kind == zk.DATA_CHANGED:
             entry = self._entries.get(name)
             if entry is not None and entry.version is not None:
@@ -803,30 +975,43 @@ class ZooKeeperBoard(JobBoard):
         *,
         job: bool = False,
         info: asyncio.Future[tuple[str | None, int | None]] | None = None,
+        reason: asyncio.Future[str | None] | None = None,
     ) -> None:
         loading = None
         if job and entry.job is None:
             loading = asyncio.ensure_future(self._loaded(entry))
-        self._outbox.put_nowait(_Outgoing(kind, entry, loading, info))
+        self._outbox.put_nowait(_Outgoing(kind, entry, loading, info, reason))
 
     async def _deliver_events(self) -> None:
         """Hand events to waiters in the watch's order, once their data is read."""
         while True:
             item = await self._outbox.get()
-            owner = token = None
+            owner = token = reason = None
+            kind = item.kind
             job = item.entry.job
             try:
                 if item.info is not None:
                     owner, token = await asyncio.shield(item.info)
                 if item.loading is not None:
                     job = await asyncio.shield(item.loading)
+                if item.reason is not None:
+                    reason = await asyncio.shield(item.reason)
+                    if reason is not None:
+                        kind = EventKind.TRASHED
             except Exception as error:  # a notice lost, not the board
                 logger.debug("dropped a %s event: %r", item.kind.name, error)
                 continue
             if item.loading is not None and job is None:
                 continue
             self._deliver(
-                JobEvent(item.kind, item.entry.uuid, owner=owner, token=token, job=job)
+                JobEvent(
+                    kind,
+                    item.entry.uuid,
+                    owner=owner,
+                    token=token,
+                    job=job,
+                    reason=reason,
+                )
             )
 
     # -- the ready heap -------------------------------------------------------
@@ -867,6 +1052,7 @@ class ZooKeeperBoard(JobBoard):
             self._granted.clear()
             self._unsure.clear()
             self._entity_owners.clear()
+            self._announced.clear()
         elif state == "connected" and self._opened and not self.closed:
             logger.warning(
                 "reconnected to ZooKeeper for %s, session 0x%x",
@@ -875,6 +1061,8 @@ class ZooKeeperBoard(JobBoard):
             )
             self._rebuilt.clear()
             self._spawn(self._recover())
+            # A new session has none of the old one's presence nodes.
+            self._on_presence_changed()
 
     def _lose_all(self, reason: str) -> None:
         """Lose every claim held through this connection, and say so."""
@@ -937,7 +1125,14 @@ class ZooKeeperBoard(JobBoard):
         if announce:
             for entry in old.values():
                 self._gone[entry.uuid] = None
-                self._emit(EventKind.CONSUMED, entry, info=entry.claim_info)
+                # A job held here that left meanwhile may have been cancelled:
+                # its reason, if any, makes the event TRASHED and loses the claim.
+                reason = None
+                if entry.uuid in self._held:
+                    reason = self._spawn(self._read_reason(entry.name))
+                self._emit(
+                    EventKind.CONSUMED, entry, info=entry.claim_info, reason=reason
+                )
         self._spawn(self._preload())
 
     async def _preload(self) -> None:
@@ -1041,6 +1236,9 @@ class _Outgoing:
     entry: _Entry
     loading: asyncio.Future[Job | None] | None
     info: asyncio.Future[tuple[str | None, int | None]] | None
+    #: For a trash: the cancel's reason, once read; the event is TRASHED if
+    #: there is one.
+    reason: asyncio.Future[str | None] | None = None
 
 
 class _StaleVersion(Exception):
