@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import anyio.lowlevel
 
+from . import _observe
 from ._connect import mask_url
 from .claims import Claim, ClaimContext, Finish, Grant
 from .errors import BoardClosed, InvalidJob, JobBoardError, NotFound, NotOwner
@@ -162,6 +163,8 @@ class JobBoard(abc.ABC):
         posting = Posting.create(name, details, priority, book, self.max_job_size)
         job = await self._post(posting)
         logger.debug("posted job %s (%r) as #%d", job.uuid, job.name, job.sequence)
+        if _observe.INSTRUMENTS:
+            _observe.posted(self, 1)
         return job
 
     async def post_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
@@ -177,6 +180,8 @@ class JobBoard(abc.ABC):
             return []
         posted = await self._post_many(postings)
         logger.debug("posted %d jobs", len(posted))
+        if _observe.INSTRUMENTS:
+            _observe.posted(self, len(posted))
         return posted
 
     async def iterjobs(
@@ -504,6 +509,8 @@ class JobBoard(abc.ABC):
             with anyio.CancelScope(shield=True):
                 await self._abandon_quietly(claim)
             raise
+        if _observe.INSTRUMENTS:
+            _observe.claimed(self, job, who, time.monotonic() - sent_at)
         return claim
 
     async def _finish_by_name(self, job: Job, who: str, how: Finish) -> None:
@@ -516,6 +523,8 @@ class JobBoard(abc.ABC):
             self._let_go(claim, how)
         else:
             logger.debug("%r finished job %s: %s", who, job.uuid, how.name)
+            if _observe.INSTRUMENTS:
+                _observe.finished(self, job, who, how.value)
 
     def _let_go(self, claim: Claim, how: Finish) -> None:
         if self._held.get(claim.job.uuid) is claim:
@@ -528,11 +537,16 @@ class JobBoard(abc.ABC):
             claim.token,
             how.name,
         )
+        if _observe.INSTRUMENTS:
+            _observe.finished(self, claim.job, claim.owner, how.value)
 
     def _lose(self, claim: Claim, reason: str) -> None:
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
+        held = claim.held
         claim.set_lost(reason)
+        if held and _observe.INSTRUMENTS:
+            _observe.lost(self, claim.job, claim.owner, reason)
 
     async def _abandon_quietly(self, claim: Claim) -> None:
         try:
@@ -541,6 +555,8 @@ class JobBoard(abc.ABC):
             logger.debug("could not abandon job %s: %s", claim.job.uuid, exc)
         else:
             claim.set_finished(Finish.ABANDON)
+            if _observe.INSTRUMENTS:
+                _observe.finished(self, claim.job, claim.owner, Finish.ABANDON.value)
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
 
@@ -610,6 +626,8 @@ class JobBoard(abc.ABC):
                 claim.renewed(sent_at)
             else:
                 self._lose(claim, "the board refused to renew it")
+        if _observe.INSTRUMENTS:
+            _observe.renewed(self, sum(answers))
 
 
 def _check_owner(who: object) -> None:
