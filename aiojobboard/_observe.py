@@ -40,6 +40,18 @@ logger = logging.getLogger("aiojobboard.observe")
 #: The registered instruments. Replaced, never changed in place, so that a hook
 #: that registers or removes an instrument does not upset the calls under way.
 INSTRUMENTS: tuple[Instrument, ...] = ()
+_HOOKS = (
+    "on_posted",
+    "on_claimed",
+    "on_finished",
+    "on_lost",
+    "on_renewed",
+    "on_busy",
+    "job_run",
+)
+#: For each hook, the registered instruments that override it: the others are
+#: not called at all.
+_BY_HOOK: dict[str, tuple[Instrument, ...]] = dict.fromkeys(_HOOKS, ())
 
 
 @dataclass(slots=True, eq=False)
@@ -66,7 +78,8 @@ class Instrument:
     """Hooks that boards and Workers call; every one does nothing by default.
 
     Subclass it, override what you need, and pass an instance to
-    :func:`aiojobboard.instrument`. *board* is the connection that saw the
+    :func:`aiojobboard.instrument`; a hook that the subclass does not override
+    is never called. *board* is the connection that saw the
     change; counts are of what this process did through its connections.
     """
 
@@ -127,12 +140,26 @@ def instrument(obj: Instrument) -> None:
         )
     if obj not in INSTRUMENTS:
         INSTRUMENTS = (*INSTRUMENTS, obj)
+        _sort_hooks()
 
 
 def uninstrument(obj: Instrument) -> None:
     """Stop reporting to *obj*; an instrument not registered is ignored."""
     global INSTRUMENTS
     INSTRUMENTS = tuple(each for each in INSTRUMENTS if each is not obj)
+    _sort_hooks()
+
+
+def _sort_hooks() -> None:
+    global _BY_HOOK
+    _BY_HOOK = {
+        hook: tuple(
+            obj
+            for obj in INSTRUMENTS
+            if getattr(type(obj), hook) is not getattr(Instrument, hook)
+        )
+        for hook in _HOOKS
+    }
 
 
 def board_label(board: JobBoard) -> str:
@@ -161,7 +188,7 @@ def _failed(obj: Instrument, hook: str) -> None:
 
 
 def posted(board: JobBoard, count: int) -> None:
-    for obj in INSTRUMENTS:
+    for obj in _BY_HOOK["on_posted"]:
         try:
             obj.on_posted(board, count)
         except Exception:
@@ -169,7 +196,7 @@ def posted(board: JobBoard, count: int) -> None:
 
 
 def claimed(board: JobBoard, job: Job, owner: str, latency_s: float) -> None:
-    for obj in INSTRUMENTS:
+    for obj in _BY_HOOK["on_claimed"]:
         try:
             obj.on_claimed(board, job, owner, latency_s)
         except Exception:
@@ -177,7 +204,7 @@ def claimed(board: JobBoard, job: Job, owner: str, latency_s: float) -> None:
 
 
 def finished(board: JobBoard, job: Job, owner: str, state: ClaimState) -> None:
-    for obj in INSTRUMENTS:
+    for obj in _BY_HOOK["on_finished"]:
         try:
             obj.on_finished(board, job, owner, state)
         except Exception:
@@ -185,7 +212,7 @@ def finished(board: JobBoard, job: Job, owner: str, state: ClaimState) -> None:
 
 
 def lost(board: JobBoard, job: Job, owner: str, reason: str) -> None:
-    for obj in INSTRUMENTS:
+    for obj in _BY_HOOK["on_lost"]:
         try:
             obj.on_lost(board, job, owner, reason)
         except Exception:
@@ -193,7 +220,7 @@ def lost(board: JobBoard, job: Job, owner: str, reason: str) -> None:
 
 
 def renewed(board: JobBoard, count: int) -> None:
-    for obj in INSTRUMENTS:
+    for obj in _BY_HOOK["on_renewed"]:
         try:
             obj.on_renewed(board, count)
         except Exception:
@@ -201,20 +228,29 @@ def renewed(board: JobBoard, count: int) -> None:
 
 
 def busy(worker: Worker) -> None:
-    for obj in INSTRUMENTS:
+    for obj in _BY_HOOK["on_busy"]:
         try:
             obj.on_busy(worker, worker.busy)
         except Exception:
             _failed(obj, "on_busy")
 
 
+def job_run(run: JobRun) -> AbstractContextManager[object]:
+    """Return the instruments' :meth:`Instrument.job_run` contexts as one."""
+    hooks = _BY_HOOK["job_run"]
+    if not hooks:
+        return _NOTHING
+    if len(hooks) == 1:
+        return _guarded(hooks[0], run)
+    return _stacked(hooks, run)
+
+
 @contextmanager
-def job_run(run: JobRun) -> Iterator[JobRun]:
-    """Enter every instrument's :meth:`Instrument.job_run` context around a run."""
+def _stacked(hooks: tuple[Instrument, ...], run: JobRun) -> Iterator[None]:
     with ExitStack() as stack:
-        for obj in INSTRUMENTS:
+        for obj in hooks:
             stack.enter_context(_guarded(obj, run))
-        yield run
+        yield
 
 
 @contextmanager

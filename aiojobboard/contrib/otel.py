@@ -12,6 +12,7 @@ docs/observability.md.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
@@ -54,6 +55,15 @@ class OpenTelemetryTracing(Instrument):
             "aiojobboard", __version__, tracer_provider=tracer_provider
         )
         self._label = label
+        self._labels: weakref.WeakKeyDictionary[JobBoard, str] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def _label_of(self, board: JobBoard) -> str:
+        label = self._labels.get(board)
+        if label is None:
+            label = self._labels[board] = self._label(board)
+        return label
 
     def on_claimed(
         self, board: JobBoard, job: Job, owner: str, latency_s: float
@@ -65,7 +75,7 @@ class OpenTelemetryTracing(Instrument):
             kind=trace.SpanKind.CLIENT,
             start_time=end - int(latency_s * 1e9),
             attributes={
-                "aiojobboard.board": self._label(board),
+                "aiojobboard.board": self._label_of(board),
                 "aiojobboard.job.uuid": job.uuid,
                 "aiojobboard.job.name": job.name,
                 "aiojobboard.job.owner": owner,
@@ -83,7 +93,7 @@ class OpenTelemetryTracing(Instrument):
             JOB_SPAN,
             kind=trace.SpanKind.CONSUMER,
             attributes={
-                "aiojobboard.board": self._label(run.worker.board),
+                "aiojobboard.board": self._label_of(run.worker.board),
                 "aiojobboard.job.uuid": claim.job.uuid,
                 "aiojobboard.job.name": claim.job.name,
                 "aiojobboard.job.attempt": claim.attempt,

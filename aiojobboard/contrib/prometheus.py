@@ -75,7 +75,11 @@ class PrometheusMetrics(Instrument):
     ) -> None:
         registry = REGISTRY if registry is None else registry
         self._label = label
-        self._labels: weakref.WeakKeyDictionary[JobBoard, str] = (
+        # Each board's labelled children, found once: labels() takes a lock.
+        self._bound: weakref.WeakKeyDictionary[JobBoard, _Bound] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._busy: weakref.WeakKeyDictionary[Worker, Gauge] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -108,45 +112,47 @@ class PrometheusMetrics(Instrument):
             ["board", "worker"],
             registry=registry,
         )
-        self._finished = {
-            ClaimState.CONSUMED: self.consumed,
-            ClaimState.ABANDONED: self.abandoned,
-            ClaimState.TRASHED: self.trashed,
-        }
 
     def label_of(self, board: JobBoard) -> str:
         """The board label of *board*'s metrics."""
-        label = self._labels.get(board)
-        if label is None:
-            label = self._labels[board] = self._label(board)
-        return label
+        return self._of(board).label
+
+    def _of(self, board: JobBoard) -> _Bound:
+        bound = self._bound.get(board)
+        if bound is None:
+            bound = self._bound[board] = _Bound(self, self._label(board))
+        return bound
 
     def on_posted(self, board: JobBoard, count: int) -> None:
-        self.posted.labels(self.label_of(board)).inc(count)
+        self._of(board).posted.inc(count)
 
     def on_claimed(
         self, board: JobBoard, job: Job, owner: str, latency_s: float
     ) -> None:
-        label = self.label_of(board)
-        self.claimed.labels(label).inc()
-        self.claim_latency.labels(label).observe(latency_s)
+        bound = self._of(board)
+        bound.claimed.inc()
+        bound.claim_latency.observe(latency_s)
 
     def on_finished(
         self, board: JobBoard, job: Job, owner: str, state: ClaimState
     ) -> None:
-        counter = self._finished.get(state)
+        counter = self._of(board).finished.get(state)
         if counter is not None:
-            counter.labels(self.label_of(board)).inc()
+            counter.inc()
 
     def on_lost(self, board: JobBoard, job: Job, owner: str, reason: str) -> None:
-        self.lost.labels(self.label_of(board)).inc()
+        self._of(board).lost.inc()
 
     def on_renewed(self, board: JobBoard, count: int) -> None:
         if count:
-            self.renewals.labels(self.label_of(board)).inc(count)
+            self._of(board).renewals.inc(count)
 
     def on_busy(self, worker: Worker, busy: int) -> None:
-        self.busy.labels(self.label_of(worker.board), worker.name).set(busy)
+        gauge = self._busy.get(worker)
+        if gauge is None:
+            label = self.label_of(worker.board)
+            gauge = self._busy[worker] = self.busy.labels(label, worker.name)
+        gauge.set(busy)
 
     async def sample_depth(self, board: JobBoard, *, interval: float = 15.0) -> None:
         """Set the depth gauge from ``board.job_count()`` every *interval* seconds.
@@ -156,7 +162,7 @@ class PrometheusMetrics(Instrument):
         """
         if not math.isfinite(interval) or interval <= 0:
             raise ValueError(f"interval must be seconds above 0, not {interval}")
-        gauge = self.depth.labels(self.label_of(board))
+        gauge = self._of(board).depth
         while not board.closed:
             try:
                 gauge.set(await board.job_count())
@@ -165,3 +171,32 @@ class PrometheusMetrics(Instrument):
             except JobBoardError as exc:
                 logger.debug("could not count the jobs on %s: %s", board.url, exc)
             await asyncio.sleep(interval)
+
+
+class _Bound:
+    """The metrics of one board, their labels bound."""
+
+    __slots__ = (
+        "claim_latency",
+        "claimed",
+        "depth",
+        "finished",
+        "label",
+        "lost",
+        "posted",
+        "renewals",
+    )
+
+    def __init__(self, metrics: PrometheusMetrics, label: str) -> None:
+        self.label = label
+        self.posted = metrics.posted.labels(label)
+        self.claimed = metrics.claimed.labels(label)
+        self.lost = metrics.lost.labels(label)
+        self.renewals = metrics.renewals.labels(label)
+        self.claim_latency = metrics.claim_latency.labels(label)
+        self.depth = metrics.depth.labels(label)
+        self.finished = {
+            ClaimState.CONSUMED: metrics.consumed.labels(label),
+            ClaimState.ABANDONED: metrics.abandoned.labels(label),
+            ClaimState.TRASHED: metrics.trashed.labels(label),
+        }
