@@ -102,7 +102,13 @@ async def test_posted_jobs_are_consumed_by_the_embedded_worker(
         httpx.AsyncClient(base_url=base) as client,
     ):
         jobs = [
-            await post(client, image=f"cat{n}.png", width=32, height=16 + n)
+            await post(
+                client,
+                image=f"cat{n}.png",
+                width=32,
+                height=16 + n,
+                priority=["VERY_HIGH", "HIGH", "NORMAL", "LOW", "VERY_LOW"][n],
+            )
             for n in range(5)
         ]
         for n, job in enumerate(jobs):
