@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING
 
 from . import book as book
 from ._connect import Opener, load_adapter
+from ._observe import Instrument as Instrument
+from ._observe import JobRun as JobRun
+from ._observe import board_label as board_label
+from ._observe import instrument as instrument
+from ._observe import uninstrument as uninstrument
 from .board import DEFAULT_LEASE as DEFAULT_LEASE
 from .board import MAX_JOB_SIZE as MAX_JOB_SIZE
 from .board import JobBoard as JobBoard

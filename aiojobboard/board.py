@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Self
 import anyio
 import anyio.lowlevel
 
+from . import _observe
 from ._connect import mask_url
 from .claims import Claim, ClaimContext, Finish, Grant
 from .errors import BoardClosed, InvalidJob, JobBoardError, NotFound, NotOwner
@@ -173,6 +174,8 @@ class JobBoard(abc.ABC):
         posting = Posting.create(name, details, priority, book, self.max_job_size)
         job = await self._post(posting)
         logger.debug("posted job %s (%r) as #%d", job.uuid, job.name, job.sequence)
+        if _observe.INSTRUMENTS:
+            _observe.posted(self, 1)
         return job
 
     async def post_many(self, jobs: Iterable[Mapping[str, Any]]) -> list[Job]:
@@ -188,6 +191,8 @@ class JobBoard(abc.ABC):
             return []
         posted = await self._post_many(postings)
         logger.debug("posted %d jobs", len(posted))
+        if _observe.INSTRUMENTS:
+            _observe.posted(self, len(posted))
         return posted
 
     async def iterjobs(
@@ -636,6 +641,8 @@ class JobBoard(abc.ABC):
             with anyio.CancelScope(shield=True):
                 await self._abandon_quietly(claim)
             raise
+        if _observe.INSTRUMENTS:
+            _observe.claimed(self, job, who, time.monotonic() - sent_at)
         return claim
 
     async def _finish_by_name(self, job: Job, who: str, how: Finish) -> None:
@@ -648,6 +655,8 @@ class JobBoard(abc.ABC):
             self._let_go(claim, how)
         else:
             logger.debug("%r finished job %s: %s", who, job.uuid, how.name)
+            if _observe.INSTRUMENTS:
+                _observe.finished(self, job, who, how.value)
 
     def _let_go(self, claim: Claim, how: Finish) -> None:
         if self._held.get(claim.job.uuid) is claim:
@@ -661,12 +670,17 @@ class JobBoard(abc.ABC):
             claim.token,
             how.name,
         )
+        if _observe.INSTRUMENTS:
+            _observe.finished(self, claim.job, claim.owner, how.value)
 
     def _lose(self, claim: Claim, reason: str) -> None:
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
             self._presence_changed()
+        held = claim.held
         claim.set_lost(reason)
+        if held and _observe.INSTRUMENTS:
+            _observe.lost(self, claim.job, claim.owner, reason)
 
     async def _abandon_quietly(self, claim: Claim) -> None:
         try:
@@ -675,6 +689,8 @@ class JobBoard(abc.ABC):
             logger.debug("could not abandon job %s: %s", claim.job.uuid, exc)
         else:
             claim.set_finished(Finish.ABANDON)
+            if _observe.INSTRUMENTS:
+                _observe.finished(self, claim.job, claim.owner, Finish.ABANDON.value)
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
             self._presence_changed()
@@ -745,6 +761,8 @@ class JobBoard(abc.ABC):
                 claim.renewed(sent_at)
             else:
                 self._lose(claim, "the board refused to renew it")
+        if _observe.INSTRUMENTS:
+            _observe.renewed(self, sum(answers))
 
 
 def _check_owner(who: object) -> None:

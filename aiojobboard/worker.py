@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 
 import anyio
 
+from . import _observe
 from .board import JobBoard
-from .claims import Claim, Finish
+from .claims import Claim, ClaimState, Finish
 from .errors import ClaimLost, NotFound
 from .jobs import Job
 
@@ -155,6 +156,8 @@ class Worker:
             claim = await self.board.claim_next(self.name, self.lease)
             if claim is None:
                 await self._idle()
+            elif _observe.INSTRUMENTS:
+                await self._run_observed(claim)
             else:
                 await self._run(claim)
 
@@ -167,11 +170,24 @@ class Worker:
             finally:
                 self._idle_scopes.discard(scope)
 
-    async def _run(self, claim: Claim) -> None:
+    async def _run_observed(self, claim: Claim) -> None:
+        run = _observe.JobRun(self, claim)
+        try:
+            with _observe.job_run(run):
+                try:
+                    await self._run(claim, run)
+                finally:
+                    run.outcome = _OUTCOMES.get(claim.state, "unfinished")
+        finally:
+            _observe.busy(self)
+
+    async def _run(self, claim: Claim, run: _observe.JobRun | None = None) -> None:
         job = claim.job
         last = self.max_attempts is not None and claim.attempt >= self.max_attempts
         handler_failed = False
         self._busy += 1
+        if run is not None:
+            _observe.busy(self)
         try:
             if self.max_attempts is not None and claim.attempt > self.max_attempts:
                 await self._trash_poison(claim)
@@ -185,8 +201,10 @@ class Worker:
             ):
                 try:
                     await self.handler(job, claim)
-                except Exception:
+                except Exception as exc:
                     handler_failed = True
+                    if run is not None:
+                        run.error = exc
                     raise
             self.consumed += 1
             if self.destroy_books:
@@ -284,6 +302,14 @@ class Worker:
         )
         await claim.trash()
         self.trashed += 1
+
+
+_OUTCOMES = {
+    ClaimState.CONSUMED: "consumed",
+    ClaimState.ABANDONED: "abandoned",
+    ClaimState.TRASHED: "trashed",
+    ClaimState.LOST: "lost",
+}
 
 
 def _check_count(what: str, value: object) -> None:
