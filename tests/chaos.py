@@ -1045,7 +1045,16 @@ def main(argv: list[str] | None = None) -> int:
         help="claim lease on Redis, session timeout on ZooKeeper (seconds)",
     )
     parser.add_argument("--tasks", type=int, default=4, help="loops per consumer")
-    parser.add_argument("--stall", type=float, default=0.002)
+    parser.add_argument(
+        "--stall", type=float, default=0.002, help="chance per job of a stall"
+    )
+    for fault, mean in [("kill", 2.5), ("producer-kill", 12.0), ("restart", 10.0)]:
+        parser.add_argument(
+            f"--{fault}-every", type=float, default=mean, help="mean seconds apart"
+        )
+    parser.add_argument(
+        "--cut-every", type=float, default=6.0, help="mean seconds apart"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the run's folder")
     parser.add_argument("--quiet", action="store_true", help="do not list faults")
     args = parser.parse_args(argv)
@@ -1060,6 +1069,10 @@ def main(argv: list[str] | None = None) -> int:
         lease=args.lease,
         tasks=args.tasks,
         stall=args.stall,
+        kill_every=args.kill_every,
+        producer_kill_every=args.producer_kill_every,
+        restart_every=args.restart_every,
+        cut_every=args.cut_every,
     )
     say = (lambda line: None) if args.quiet else (lambda line: print(line, flush=True))
     report = asyncio.run(run(config, say))
