@@ -321,8 +321,12 @@ async def produce(url: str, ledger: Ledger, rate: float, incarnation: int) -> No
             ledger.write("posting", name)
             try:
                 job = await board.post(name, details={"n": n})
-            except (ajb.JobBoardError, OSError) as exc:
-                ledger.write("postfail", name, extra=type(exc).__name__)
+            except ajb.JobBoardError as exc:
+                ledger.write("postfail", name, extra=_word(exc))
+            except Exception as exc:
+                logger.exception("producer: unexpected error")
+                ledger.write("postfail", name, extra=_word(exc))
+                ledger.write("error", extra=_word(exc))
             else:
                 ledger.write("posted", name, job.uuid)
         finally:
