@@ -192,7 +192,9 @@ async def test_redis_loses_and_repeats_nothing(tmp_path: Path) -> None:
 @pytest.mark.timeout(90)
 @pytest.mark.usefixtures("zookeeper_installed")
 async def test_zookeeper_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    config = Config("zookeeper", seconds=15, consumers=3, seed=11, drain=20)
+    # Half the rate: the consumers of a busy machine fall behind ZooKeeper's
+    # posts, and the drain at the end should stay short.
+    config = Config("zookeeper", seconds=15, consumers=3, seed=11, rate=50, drain=30)
     config.folder = tmp_path
     assert_survived(await chaos.run(config))
 
