@@ -239,10 +239,16 @@ class DroppingProxy:
             return
         task = asyncio.current_task()
         assert task is not None
+        try:
+            up_reader, up_writer = await asyncio.open_connection(
+                "127.0.0.1", self.target_port
+            )
+        except OSError:
+            # The server is down: hang up at once, as the server itself would
+            # have refused the connection.
+            writer.close()
+            return
         self._tasks.add(task)
-        up_reader, up_writer = await asyncio.open_connection(
-            "127.0.0.1", self.target_port
-        )
         doomed = asyncio.Event()
         try:
             await asyncio.gather(

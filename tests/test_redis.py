@@ -8,6 +8,7 @@ touched otherwise.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -384,6 +385,31 @@ async def test_a_lost_post_reply_posts_once(
     assert proxy.dropped == 1
     assert [j.uuid async for j in proxied.iterjobs()] == [job.uuid]
     assert job.sequence == 1
+
+
+async def test_a_post_retried_after_its_job_was_consumed_posts_nothing(
+    url: str,
+) -> None:
+    # The client sends a script call again, the same, when its reply was lost;
+    # here the job is consumed before that second send arrives.
+    async with ajb.connect(url) as board:
+        sent: list[tuple[object, ...]] = []
+        run = board._run  # type: ignore[attr-defined]
+
+        async def recording(name: str, *args: object) -> object:
+            if name == "POST":
+                sent.append(args)
+            return await run(name, *args)
+
+        board._run = recording  # type: ignore[attr-defined]
+        job = await board.post("once")
+        claim = await board.claim_next("w")
+        assert claim is not None
+        assert claim.job == job
+        await claim.consume()
+        assert await run("POST", *sent[0]) == json.dumps([job.sequence])
+        assert await board.job_count() == 0
+        assert await job.get_state() is ajb.JobState.COMPLETE
 
 
 async def test_a_follower_catches_up_on_posts_it_missed(

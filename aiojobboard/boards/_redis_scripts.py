@@ -167,30 +167,38 @@ return answer
 """
 
 
-#: ARGV: prefix, count, then (uuid, score base, posting) per job.
-#: Answers the sequence of each job. A retried call finds its first job stored
-#: and answers the stored sequences.
+#: ARGV: prefix, request id, count, then (uuid, score base, posting) per job.
+#: Answers the sequence of each job. A retried call gets its first answer, even
+#: when its jobs were consumed meanwhile; one retried later than answers are
+#: kept finds its first job stored, if it still is, and answers the stored
+#: sequences.
 POST = _script("""
-local n = tonumber(ARGV[2])
+local req, n = ARGV[2], tonumber(ARGV[3])
+local answered = redis.call('GET', P .. 'req:' .. req)
+if answered then
+  return answered
+end
 local out = {}
-if redis.call('EXISTS', P .. 'job:' .. ARGV[3]) == 1 then
+if redis.call('EXISTS', P .. 'job:' .. ARGV[4]) == 1 then
   for i = 0, n - 1 do
-    out[i + 1] = tonumber(redis.call('HGET', P .. 'job:' .. ARGV[3 + 3 * i], 's'))
+    out[i + 1] = tonumber(redis.call('HGET', P .. 'job:' .. ARGV[4 + 3 * i], 's'))
   end
   return cjson.encode(out)
 end
 local seq = redis.call('INCRBY', P .. 'seq', n) - n
 for i = 0, n - 1 do
-  local uuid, posting = ARGV[3 + 3 * i], ARGV[5 + 3 * i]
+  local uuid, posting = ARGV[4 + 3 * i], ARGV[6 + 3 * i]
   seq = seq + 1
-  local score = string.format('%.0f', tonumber(ARGV[4 + 3 * i]) + seq)
+  local score = string.format('%.0f', tonumber(ARGV[5 + 3 * i]) + seq)
   redis.call('HSET', P .. 'job:' .. uuid, 'p', posting, 's', seq, 'sc', score)
   redis.call('ZADD', ALL, score, uuid)
   redis.call('ZADD', READY, score, uuid)
   publish('POSTED', uuid, seq, posting)
   out[i + 1] = seq
 end
-return cjson.encode(out)
+out = cjson.encode(out)
+remember(req, out)
+return out
 """)
 
 #: ARGV: prefix, request id, uuid, owner, lease ms.

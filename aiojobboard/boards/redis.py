@@ -517,7 +517,7 @@ class RedisBoard(JobBoard):
 
     async def _post_many(self, postings: Sequence[Posting]) -> list[Job]:
         # Single posts arrive here gathered too: one script call each way.
-        args: list[object] = [len(postings)]
+        args: list[object] = [next(self._requests), len(postings)]
         for posting in postings:
             base = (2 - int(posting.priority)) * _PRIORITY_SPAN
             args += [posting.uuid, base, posting.encoded]
