@@ -72,7 +72,7 @@ MAX_BATCH = 256
 CATCH_UP_LIMIT = 10_000
 #: How often at most a connection sweeps due leases, in seconds.
 SWEEP_EVERY = 1.0
-_PRIORITY_SPAN = 2**40
+_PRIORITY_SPAN = 2**50
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
