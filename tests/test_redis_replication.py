@@ -82,9 +82,15 @@ async def test_boards_follow_a_failover(tmp_path: Path, namespace: str) -> None:
     posted: set[str] = set()
     finished: dict[int, str] = {}
     killed_at = 0.0
+    consumed_before_kill = 0
     consumed_after_kill = 0
     producing = True
     busy = asyncio.Event()
+    handled: set[str] = set()
+
+    async def handle(job: ajb.Job, claim: ajb.Claim) -> None:
+        await asyncio.sleep(0.01)
+        handled.add(job.uuid)
 
     async def produce(board: ajb.JobBoard) -> None:
         nonlocal producing
@@ -124,23 +130,31 @@ async def test_boards_follow_a_failover(tmp_path: Path, namespace: str) -> None:
                 consumed_after_kill += 1
 
     async def kill_when_busy() -> None:
-        nonlocal killed_at
+        nonlocal killed_at, consumed_before_kill
         await busy.wait()
         killed_at = time.monotonic()
+        consumed_before_kill = worker.consumed
         group.kill_primary()
 
     try:
-        boards = [await ajb.connect(url) for _ in range(3)]
+        boards = [await ajb.connect(url) for _ in range(4)]
         consumers = [
             consume(board, f"b{b}-c{c}")
-            for b, board in enumerate(boards)
+            for b, board in enumerate(boards[:3])
             for c in range(4)
         ]
+        # A Worker beside them, which must outlive the failover too.
+        worker = ajb.Worker(boards[3], handle, name="worker", concurrency=4)
+        working = asyncio.create_task(worker.run())
         async with asyncio.timeout(30):
             await asyncio.gather(produce(boards[0]), kill_when_busy(), *consumers)
+        assert not working.done()
+        await worker.stop()
+        await working
         left = {job.uuid async for job in boards[1].iterjobs()}
-        assert posted <= set(finished.values()) | left
+        assert posted <= set(finished.values()) | handled | left
         assert consumed_after_kill > 0
+        assert worker.consumed > consumed_before_kill
         assert len(posted) == 400
         for board in boards:
             await board.close()
