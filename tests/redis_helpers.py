@@ -20,6 +20,7 @@ __all__ = [
     "RedisCluster",
     "RedisServer",
     "SentinelGroup",
+    "cli",
     "ensure_shared_redis",
     "free_port",
 ]

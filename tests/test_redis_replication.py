@@ -16,12 +16,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 
 import aiojobboard as ajb
 
-from .redis_helpers import DroppingProxy, SentinelGroup, ensure_shared_redis
+from .redis_helpers import DroppingProxy, SentinelGroup, cli, ensure_shared_redis
 
 _T = TypeVar("_T")
 
@@ -258,6 +259,18 @@ async def _first(board: ajb.JobBoard) -> ajb.Job:
     async for job in board.iterjobs():
         return job
     raise AssertionError("the board is empty")
+
+
+async def test_scripts_a_server_forgot_are_loaded_again(
+    waiting: tuple[ajb.JobBoard, DroppingProxy],
+) -> None:
+    board, _ = waiting
+    port = urlsplit(board.url).port
+    assert port is not None
+    # As on a replica just promoted, which never loaded the board's scripts.
+    await asyncio.to_thread(cli, port, "SCRIPT", "FLUSH")
+    job = await board.post("x")
+    assert await board.find_owner(job) is None
 
 
 async def test_an_unconfirmed_post_fails_but_stays_on_the_primary(
