@@ -546,7 +546,7 @@ class RedisBoard(JobBoard):
     def _unconfirmed(self, what: str, then: str) -> ConnectionLost:
         return ConnectionLost(
             f"{what} reached the primary of {self._url!r}, but fewer than "
-            f"{self._settings.replicas} replicas confirmed it within "
+            f"{self._settings.replicas} replicas confirmed the change within "
             f"{self._settings.replica_timeout:g} s; {then}"
         )
 
@@ -574,7 +574,7 @@ class RedisBoard(JobBoard):
         sequences, confirmed = await self._change("POST", *args)
         if not confirmed:
             raise self._unconfirmed(
-                f"posting {len(postings)} jobs",
+                f"posting {len(postings)} job(s)",
                 "a failover may lose them, and posting again may post them twice",
             )
         return [
@@ -683,7 +683,7 @@ class RedisBoard(JobBoard):
             granted = len(answer) // 5
             if granted and not confirmed:
                 count = await self._give_back_batch(requests, results, pending, answer)
-                raise self._unconfirmed(f"{count} claims", "they were given back")
+                raise self._unconfirmed(f"{count} claim(s)", "they were given back")
             again = []
             for j, position in enumerate(pending[:granted]):
                 uuid, token, attempt, sequence, posting = answer[5 * j : 5 * j + 5]
@@ -725,7 +725,7 @@ class RedisBoard(JobBoard):
         answer, confirmed = await self._change("RENEW", *args)
         if not confirmed and any(answer):
             # The holders keep the deadlines replicas know of, and retry soon.
-            raise self._unconfirmed(f"renewing {len(claims)} leases", "retrying")
+            raise self._unconfirmed(f"renewing {len(claims)} lease(s)", "retrying")
         return [bool(renewed) for renewed in answer]
 
     async def _finish(
