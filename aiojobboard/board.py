@@ -407,6 +407,10 @@ class JobBoard(abc.ABC):
         except (NotOwner, NotFound) as exc:
             self._lose(claim, f"the board no longer gives it the job ({exc})")
             raise NotOwner(f"{claim!r} is stale: {exc}") from exc
+        except JobBoardError as exc:
+            # As above: renewing it on would keep its job off the board for good.
+            self._lose(claim, f"could not {how.name.lower()} its job ({exc})")
+            raise
         self._let_go(claim, how)
 
     # -- what adapters call ---------------------------------------------------

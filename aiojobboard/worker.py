@@ -12,12 +12,15 @@ import anyio
 from . import _observe
 from .board import JobBoard
 from .claims import Claim, ClaimState, Finish
-from .errors import ClaimLost, NotFound
+from .errors import ClaimLost, ConnectionLost, NotFound
 from .jobs import Job
 
 __all__ = ["Handler", "TrashJob", "Worker"]
 
 logger = logging.getLogger("aiojobboard.worker")
+
+#: How long a consumer waits before it asks a board it could not reach again.
+UNREACHABLE_PAUSE = 1.0
 
 
 class TrashJob(Exception):
@@ -84,6 +87,8 @@ class Worker:
         self.cancelled = 0
         self._busy = 0
         self._stopping = False
+        #: Whether the last call to the board failed to reach it.
+        self._cut_off = False
         self._idle_scopes: set[anyio.CancelScope] = set()
         self._run_scope: anyio.CancelScope | None = None
         self._done = asyncio.Event()
@@ -153,22 +158,45 @@ class Worker:
 
     async def _consume(self) -> None:
         while not self._stopping:
-            claim = await self.board.claim_next(self.name, self.lease)
-            if claim is None:
-                await self._idle()
-            elif _observe.INSTRUMENTS:
+            try:
+                claim = await self.board.claim_next(self.name, self.lease)
+                self._reached()
+                if claim is None:
+                    await self._idle(self.board.wait)
+                    continue
+            except ConnectionLost as exc:
+                # A failover or a network fault: the board comes back later.
+                self._unreachable(exc)
+                await self._idle(lambda: anyio.sleep(UNREACHABLE_PAUSE))
+                continue
+            if _observe.INSTRUMENTS:
                 await self._run_observed(claim)
             else:
                 await self._run(claim)
 
-    async def _idle(self) -> None:
+    async def _idle(self, wait: Callable[[], Awaitable[object]]) -> None:
         with anyio.CancelScope() as scope:
             self._idle_scopes.add(scope)
             try:
                 if not self._stopping:
-                    await self.board.wait()
+                    await wait()
             finally:
                 self._idle_scopes.discard(scope)
+
+    def _unreachable(self, exc: ConnectionLost) -> None:
+        if not self._cut_off:
+            self._cut_off = True
+            logger.warning(
+                "worker %r cannot reach its board, trying again every %g s: %s",
+                self.name,
+                UNREACHABLE_PAUSE,
+                exc,
+            )
+
+    def _reached(self) -> None:
+        if self._cut_off:
+            self._cut_off = False
+            logger.warning("worker %r reaches its board again", self.name)
 
     async def _run_observed(self, claim: Claim) -> None:
         run = _observe.JobRun(self, claim)

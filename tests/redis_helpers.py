@@ -1,4 +1,4 @@
-"""Private Redis servers and a reply-dropping proxy for the Redis tests.
+"""Private Redis servers, Sentinel groups and a reply-dropping proxy for the tests.
 
 Fault tests kill and restart servers, so each runs its own redis-server on a
 free loopback port with its data in a temporary directory, never the shared
@@ -12,12 +12,15 @@ import contextlib
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
     "DroppingProxy",
     "RedisCluster",
     "RedisServer",
+    "SentinelGroup",
+    "cli",
     "ensure_shared_redis",
     "free_port",
 ]
@@ -183,12 +186,128 @@ class RedisCluster:
         raise RuntimeError(f"the cluster on ports {self.ports} did not come up")
 
 
+def cli(port: int, *args: str) -> str:
+    return subprocess.run(
+        ["redis-cli", "-h", "127.0.0.1", "-p", str(port), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting: {what}")
+        time.sleep(0.05)
+
+
+class SentinelGroup:
+    """A primary, one replica and three Sentinels watching them, all a test's own.
+
+    The replica follows the primary through *link_port* when given (a proxy
+    that can hold the replication stream back), else directly. The Sentinels
+    take the primary for down after one second without an answer, and need two
+    of three to agree.
+    """
+
+    service = "board"
+
+    def __init__(self, directory: Path) -> None:
+        # A replica's first sync would wait five seconds for others to join.
+        self.primary = RedisServer(
+            directory / "primary", "--repl-diskless-sync-delay", "0"
+        )
+        self.replica = RedisServer(directory / "replica")
+        self.sentinels = [
+            RedisServer(directory / f"sentinel-{i}", "--sentinel") for i in range(3)
+        ]
+
+    def url(self, namespace: str, options: str = "") -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return (
+            f"redis+sentinel://{hosts}/{self.service}/0?namespace={namespace}{options}"
+        )
+
+    def start(self, link_port: int | None = None, sentinels: bool = True) -> None:
+        try:
+            self.primary.start()
+            link = str(link_port or self.primary.port)
+            self.replica.args = ("--replicaof", "127.0.0.1", link)
+            self.replica.start()
+            wait_until("the replica's first sync", self.replica_in_step)
+            if sentinels:
+                self._start_sentinels()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            server.stop()
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary, as a crash of its machine would."""
+        self.primary.stop()
+
+    def replica_in_step(self) -> bool:
+        """Whether the replica is linked and holds all the primary wrote."""
+        info = _info(cli(self.replica.port, "INFO", "replication"))
+        if info.get("master_link_status") != "up":
+            return False
+        primary = _info(cli(self.primary.port, "INFO", "replication"))
+        return info.get("slave_repl_offset") == primary.get("master_repl_offset")
+
+    def master_port(self, sentinel: RedisServer) -> int:
+        found = cli(sentinel.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+        return int(found.split()[1])
+
+    def wait_for_failover(self, timeout: float = 20) -> None:
+        """Return once every Sentinel names the replica as the new primary."""
+
+        def promoted() -> bool:
+            ports = {self.master_port(sentinel) for sentinel in self.sentinels}
+            role = cli(self.replica.port, "ROLE").split()[0]
+            return ports == {self.replica.port} and role == "master"
+
+        wait_until("the failover", promoted, timeout)
+
+    def _start_sentinels(self) -> None:
+        for sentinel in self.sentinels:
+            config = sentinel.directory / "sentinel.conf"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 4000\n"
+            )
+            sentinel.config = config
+            sentinel.start()
+        wait_until("the Sentinels to agree", self._agreed)
+
+    def _agreed(self) -> bool:
+        for sentinel in self.sentinels:
+            found = cli(sentinel.port, "SENTINEL", "MASTER", self.service).split()
+            state = dict(zip(found[::2], found[1::2], strict=True))
+            if state["num-slaves"] != "1" or state["num-other-sentinels"] != "2":
+                return False
+        return True
+
+
+def _info(text: str) -> dict[str, str]:
+    pairs = (line.partition(":") for line in text.splitlines() if ":" in line)
+    return {name: value.strip() for name, _, value in pairs}
+
+
 class DroppingProxy:
-    """A TCP proxy in front of Redis that can lose one reply.
+    """A TCP proxy in front of Redis that can lose one reply, or hold them back.
 
     Once armed with a marker, the first request that contains it is passed on
     to Redis, which runs it, but its reply is swallowed and the client's
     connection closed, as when a network fails after the server did its work.
+    While held, what Redis sends is kept back until released or cut.
     """
 
     def __init__(self, target_port: int) -> None:
@@ -197,6 +316,8 @@ class DroppingProxy:
         self.dropped = 0
         #: While false, connections are refused, as by a network partition.
         self.passing = True
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -230,6 +351,13 @@ class DroppingProxy:
 
     def mend(self) -> None:
         self.passing = True
+
+    def hold(self) -> None:
+        """Keep back what Redis sends, as a stalled link would."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        self._flowing.set()
 
     async def _accept(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -288,6 +416,7 @@ class DroppingProxy:
             if doomed.is_set():
                 self.dropped += 1
                 raise ConnectionResetError("reply dropped on purpose")
+            await self._flowing.wait()
             writer.write(data)
             await writer.drain()
         writer.close()

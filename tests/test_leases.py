@@ -15,6 +15,7 @@ import pytest
 
 import aiojobboard as ajb
 from aiojobboard.boards.memory import MemoryBoard
+from aiojobboard.claims import Grant
 
 LEASE = 0.6
 
@@ -66,5 +67,51 @@ async def test_a_claim_that_cannot_be_renewed_is_lost_on_time() -> None:
                 await asyncio.sleep(LEASE * 10)
         elapsed = asyncio.get_running_loop().time() - started
         assert LEASE * 0.9 <= elapsed < LEASE * 5
+    finally:
+        await board.close()
+
+
+class Failing(MemoryBoard):
+    """A memory board whose claims fail while ``down`` is set."""
+
+    down = False
+
+    async def _claim_next(
+        self, owner: str, lease: float
+    ) -> tuple[ajb.Job, Grant] | None:
+        if self.down:
+            raise ajb.ConnectionLost("server unreachable (simulated)")
+        return await super()._claim_next(owner, lease)
+
+
+async def test_a_worker_outlives_an_unreachable_board(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    board = await Failing.from_url(f"memory://leases-{uuid.uuid4().hex}")
+    done: list[str] = []
+    ran = asyncio.Event()
+
+    async def handler(job: ajb.Job, claim: ajb.Claim) -> None:
+        done.append(job.name)
+        ran.set()
+
+    worker = ajb.Worker(board, handler, name="w", concurrency=2)
+    try:
+        board.down = True
+        with caplog.at_level(logging.WARNING, logger="aiojobboard.worker"):
+            running = asyncio.create_task(worker.run())
+            await board.post("after the outage")
+            await asyncio.sleep(0.3)
+            assert not running.done()
+            assert done == []
+            board.down = False
+            async with asyncio.timeout(5):
+                await ran.wait()
+        assert done == ["after the outage"]
+        messages = [record.getMessage() for record in caplog.records]
+        assert sum("cannot reach its board" in m for m in messages) == 1
+        assert sum("reaches its board again" in m for m in messages) == 1
+        await worker.stop()
+        await running
     finally:
         await board.close()

@@ -14,7 +14,7 @@ Keys under the prefix:
     and ``l`` the lease length (ms).
 ``all`` and ``ready``
     sorted sets of every job and of the unclaimed ones, scored
-    ``(2 - priority) * 2**40 + sequence`` so that ascending order is board
+    ``(2 - priority) * 2**50 + sequence`` so that ascending order is board
     order; a double holds such a score exactly.
 ``leases``
     a sorted set of claimed jobs by lease deadline, swept by the scripts that
@@ -23,6 +23,11 @@ Keys under the prefix:
     jobs set aside because their data is not a posting, by score.
 ``seq`` and ``token``
     counters for sequence numbers and fencing tokens.
+``drawn``
+    the replication id of the server that last drew from the counters. A
+    server that finds another id there took over from a primary that may have
+    drawn numbers it never replicated: it first moves both counters on by
+    :data:`FAILOVER_JUMP` (see ``fence`` below).
 ``epoch``
     a random name for this life of the board's data, to tell after a
     reconnect whether the server lost it meanwhile.
@@ -47,7 +52,9 @@ Keys under the prefix:
     subscribers' work small when scripts change jobs in batches.
 
 Scripts that answer a list answer it as one JSON text, which the client
-decodes in one step instead of parsing hundreds of reply elements.
+decodes in one step instead of parsing hundreds of reply elements. Sequences
+and tokens travel in it as strings: Lua's JSON encoder rounds numbers to 14
+digits.
 """
 
 from __future__ import annotations
@@ -71,6 +78,10 @@ __all__ = [
 
 #: How long a request's answer is kept for a retried call, in milliseconds.
 ANSWER_TTL_MS = 60_000
+#: How far the counters move on when a new server starts drawing from them:
+#: more numbers than a primary can hand out and lose in one failover, and few
+#: enough that sequences stay below a priority band's 2**50 for 2**18 takeovers.
+FAILOVER_JUMP = 2**32
 
 _PRELUDE = """
 local P = ARGV[1]
@@ -137,9 +148,33 @@ local function sweep(now, limit)
   end
 end
 
+-- Replication is asynchronous: a replica promoted after its primary died may
+-- lack the last numbers the primary drew, and would draw them again. Each
+-- promotion gives the server a new replication id, so a script that is about
+-- to draw and finds another id than the one that drew last moves the counters
+-- past anything the lost writes can have drawn.
+local function fence()
+  local info = redis.call('INFO', 'replication')
+  local id = string.match(info, 'master_replid:(%%w+)')
+  local drawn = redis.call('GET', P .. 'drawn')
+  if drawn == id then
+    return
+  end
+  if drawn then
+    redis.call('INCRBY', P .. 'seq', %(jump)d)
+    redis.call('INCRBY', P .. 'token', %(jump)d)
+  end
+  redis.call('SET', P .. 'drawn', id)
+end
+
+-- A sequence or token as text: cjson and '..' keep only 14 digits of a number.
+local function num(n)
+  return string.format('%%.0f', n)
+end
+
 -- Claim a job already taken out of READY; ATTEMPTS is its count so far.
 local function grant(uuid, key, attempts, owner, lease, now)
-  local token = redis.call('INCR', P .. 'token')
+  local token = num(redis.call('INCR', P .. 'token'))
   local attempt = (tonumber(attempts) or 0) + 1
   local deadline = now + lease
   redis.call('HSET', key, 'o', owner, 't', token, 'd', deadline, 'l', lease,
@@ -156,7 +191,7 @@ end
 
 
 def _script(body: str) -> str:
-    prelude = _PRELUDE % {"ttl": ANSWER_TTL_MS}
+    prelude = _PRELUDE % {"ttl": ANSWER_TTL_MS, "jump": FAILOVER_JUMP}
     return f"{prelude}\nlocal function main()\n{body}\nend\n{_EPILOGUE}"
 
 
@@ -181,20 +216,21 @@ end
 local out = {}
 if redis.call('EXISTS', P .. 'job:' .. ARGV[4]) == 1 then
   for i = 0, n - 1 do
-    out[i + 1] = tonumber(redis.call('HGET', P .. 'job:' .. ARGV[4 + 3 * i], 's'))
+    out[i + 1] = redis.call('HGET', P .. 'job:' .. ARGV[4 + 3 * i], 's')
   end
   return cjson.encode(out)
 end
+fence()
 local seq = redis.call('INCRBY', P .. 'seq', n) - n
 for i = 0, n - 1 do
   local uuid, posting = ARGV[4 + 3 * i], ARGV[6 + 3 * i]
   seq = seq + 1
-  local score = string.format('%.0f', tonumber(ARGV[5 + 3 * i]) + seq)
-  redis.call('HSET', P .. 'job:' .. uuid, 'p', posting, 's', seq, 'sc', score)
+  local score = num(tonumber(ARGV[5 + 3 * i]) + seq)
+  redis.call('HSET', P .. 'job:' .. uuid, 'p', posting, 's', num(seq), 'sc', score)
   redis.call('ZADD', ALL, score, uuid)
   redis.call('ZADD', READY, score, uuid)
-  publish('POSTED', uuid, seq, posting)
-  out[i + 1] = seq
+  publish('POSTED', uuid, num(seq), posting)
+  out[i + 1] = num(seq)
 end
 out = cjson.encode(out)
 remember(req, out)
@@ -221,6 +257,7 @@ else
   if f[2] then
     expire(uuid, key)
   end
+  fence()
   redis.call('ZREM', READY, uuid)
   local token, attempt = grant(uuid, key, f[4], owner, lease, now)
   answer = {'ok', token, attempt}
@@ -243,9 +280,9 @@ if answered then
     local f = fields(P .. 'job:' .. uuid, 't', 'a', 's', 'p')
     if f and f[1] == token then
       table.insert(out, uuid)
-      table.insert(out, tonumber(token))
+      table.insert(out, token)
       table.insert(out, tonumber(f[2]))
-      table.insert(out, tonumber(f[3]))
+      table.insert(out, f[3])
       table.insert(out, f[4])
     end
   end
@@ -253,6 +290,7 @@ if answered then
 end
 local now = now_ms()
 sweep(now, 100)
+fence()
 local granted = {}
 local i = 0
 while i < n do
@@ -273,7 +311,7 @@ while i < n do
       table.insert(out, uuid)
       table.insert(out, token)
       table.insert(out, attempt)
-      table.insert(out, tonumber(f[2]))
+      table.insert(out, f[2])
       table.insert(out, f[1])
       table.insert(granted, uuid .. ':' .. token)
       i = i + 1
@@ -517,8 +555,8 @@ local epoch = redis.call('GET', P .. 'epoch')
 if epoch ~= ARGV[4] then
   after = 0
 end
-local out = {epoch, tonumber(redis.call('GET', P .. 'seq') or '0')}
-local span = 1099511627776
+local out = {epoch, redis.call('GET', P .. 'seq') or '0'}
+local span = 1125899906842624
 for band = 0, 4 do
   local low = string.format('(%.0f', band * span + after)
   local high = string.format('%.0f', (band + 1) * span - 1)
@@ -527,7 +565,7 @@ for band = 0, 4 do
     local f = fields(P .. 'job:' .. uuid, 's', 'p')
     if f and f[1] and f[2] then
       table.insert(out, uuid)
-      table.insert(out, tonumber(f[1]))
+      table.insert(out, f[1])
       table.insert(out, f[2])
     end
   end

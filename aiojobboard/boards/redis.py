@@ -21,6 +21,10 @@ The client retries a call whose connection failed. A script that ran but whose
 reply was lost must not change the board twice, so every changing script
 carries a request id and answers a repeated id with its first answer.
 
+With the ``replicas`` option each changing script is followed, in the same
+round trip, by a ``WAIT`` for that many replicas; a post or claim they did not
+confirm in time fails (a claim is given back first), a finish is logged.
+
 On a Redis Cluster every key of a board shares one hash tag, so the whole
 board lives in one slot: each script runs on the master that owns it, routed
 by its first key, and the same scripts serve a single server and a cluster.
@@ -78,7 +82,7 @@ SWEEP_EVERY = 1.0
 PRESENCE_TTL = 10.0
 #: The least time between two refreshes of presence that changed, in seconds.
 PRESENCE_EVERY = 1.0
-_PRIORITY_SPAN = 2**40
+_PRIORITY_SPAN = 2**50
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -130,6 +134,8 @@ _OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "health_check_interval": positive_float,
     "retries": _count,
     "reconcile": positive_float,
+    "replicas": _count,
+    "replica_timeout": positive_float,
 }
 _TLS_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "ssl_ca_certs": _text,
@@ -160,7 +166,17 @@ class _Settings:
     health_check_interval: float = 10.0
     retries: int = 3
     reconcile: float = 5.0
+    replicas: int = 0
+    replica_timeout: float = 1.0
     tls: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.replicas and self.replica_timeout >= self.socket_timeout:
+            raise ValueError(
+                f"option 'replica_timeout' must be below 'socket_timeout' "
+                f"({self.socket_timeout:g}), not {self.replica_timeout:g}: the "
+                f"wait for replicas happens within the reply"
+            )
 
     @classmethod
     def parse(cls, url: str) -> _Settings:
@@ -198,6 +214,11 @@ class _Settings:
                 raise ValueError(
                     "option 'max_connections' must be at least 2 on a "
                     "redis+cluster:// URL: the event channel holds one"
+                )
+            if "replicas" in options:
+                raise ValueError(
+                    "option 'replicas' is not available on redis+cluster://: "
+                    "the cluster client cannot send WAIT on a script's connection"
                 )
         return cls(
             scheme=scheme,
@@ -332,13 +353,15 @@ class RedisBoard(JobBoard):
     URL: ``redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]?namespace=NAME`` with
     options ``lease``, ``max_job_size``, ``max_connections``, ``pool_timeout``,
     ``socket_timeout``, ``connect_timeout``, ``health_check_interval``,
-    ``retries`` and ``reconcile`` (seconds between full re-checks of waiters);
+    ``retries``, ``reconcile`` (seconds between full re-checks of waiters),
+    ``replicas`` (how many replicas must confirm each change, 0 by default)
+    and ``replica_timeout`` (how long to wait for them, in seconds);
     ``rediss://`` adds TLS with ``ssl_ca_certs``, ``ssl_certfile``,
     ``ssl_keyfile``, ``ssl_cert_reqs`` and ``ssl_check_hostname``;
     ``redis+sentinel://HOST:PORT[,HOST:PORT...]/SERVICE[/DB]`` finds the
     master through Sentinel; ``redis+cluster://HOST:PORT[,HOST:PORT...]``
     finds a Redis Cluster's masters from any of the nodes named, and takes
-    the options of ``redis://``.
+    the options of ``redis://`` but ``replicas``.
     """
 
     def __init__(
@@ -506,9 +529,54 @@ class RedisBoard(JobBoard):
                 )
 
     async def _run_json(self, name: str, *args: Any) -> list[Any]:
-        answer = json.loads(await self._run(name, *args))
-        # Lua's JSON encoder cannot tell an empty list from an empty object.
-        return answer if isinstance(answer, list) else []
+        return _listed(await self._run(name, *args))
+
+    async def _change(self, name: str, *args: Any) -> tuple[list[Any], bool]:
+        """Run a script that changes the board; say whether replicas confirmed it.
+
+        Without the ``replicas`` option nothing is waited for. With it, the
+        script and a ``WAIT`` travel in one round trip on one connection, so
+        that the count ``WAIT`` answers is of replicas holding this change.
+        """
+        wanted = self._settings.replicas
+        if not wanted:
+            return await self._run_json(name, *args), True
+        client = self._client
+        assert not isinstance(client, RedisCluster)
+        script = self._scripts[name]
+        wait_ms = _ms(self._settings.replica_timeout)
+        with self._translated():
+            for _ in range(2):
+                async with client.pipeline(transaction=False) as pipe:
+                    pipe.evalsha(script.sha, 1, *self._keys, self._prefix, *args)
+                    pipe.execute_command("WAIT", wanted, wait_ms)
+                    answer, confirmed = await pipe.execute(raise_on_error=False)
+                # A server that never saw the script (a promoted replica) runs
+                # nothing and says so; load it and send the call again.
+                if not isinstance(answer, rexc.NoScriptError):
+                    break
+                await client.script_load(script.script)
+            for reply in (answer, confirmed):
+                if isinstance(reply, Exception):
+                    raise reply
+        return _listed(answer), confirmed >= wanted
+
+    def _unconfirmed(self, what: str, then: str) -> ConnectionLost:
+        return ConnectionLost(
+            f"{what} reached the primary of {self._url!r}, but fewer than "
+            f"{self._settings.replicas} replicas confirmed the change within "
+            f"{self._settings.replica_timeout:g} s; {then}"
+        )
+
+    async def _give_back(self, held: list[tuple[str, str, int]]) -> None:
+        """Abandon claims that replicas did not confirm, without waiting for them."""
+        args: list[object] = [next(self._requests), len(held)]
+        for uuid, owner, token in held:
+            args += [uuid, owner, token, Finish.ABANDON.name]
+        try:
+            await self._run_json("FINISH", *args)
+        except JobBoardError as exc:
+            logger.debug("could not give back %d claims: %s", len(held), exc)
 
     # -- posting and reading --------------------------------------------------
 
@@ -521,7 +589,12 @@ class RedisBoard(JobBoard):
         for posting in postings:
             base = (2 - int(posting.priority)) * _PRIORITY_SPAN
             args += [posting.uuid, base, posting.encoded]
-        sequences = await self._run_json("POST", *args)
+        sequences, confirmed = await self._change("POST", *args)
+        if not confirmed:
+            raise self._unconfirmed(
+                f"posting {len(postings)} job(s)",
+                "a failover may lose them, and posting again may post them twice",
+            )
         return [
             posting.to_job(self, int(sequence))
             for posting, sequence in zip(postings, sequences, strict=True)
@@ -649,7 +722,7 @@ class RedisBoard(JobBoard):
     # -- claiming -------------------------------------------------------------
 
     async def _claim(self, uuid: str, owner: str, lease: float) -> Grant:
-        answer = await self._run_json(
+        answer, confirmed = await self._change(
             "CLAIM", next(self._requests), uuid, owner, _ms(lease)
         )
         if answer[0] == "gone":
@@ -658,7 +731,11 @@ class RedisBoard(JobBoard):
             raise UnclaimableJob(
                 f"job {uuid} is already claimed by {answer[1]!r}", owner=answer[1]
             )
-        return Grant(int(answer[1]), int(answer[2]))
+        grant = Grant(int(answer[1]), int(answer[2]))
+        if not confirmed:
+            await self._give_back([(uuid, owner, grant.token)])
+            raise self._unconfirmed(f"the claim of job {uuid}", "it was given back")
+        return grant
 
     async def _claim_next(self, owner: str, lease: float) -> tuple[Job, Grant] | None:
         return await self._next.call(_NextRequest(owner, _ms(lease)))
@@ -672,9 +749,12 @@ class RedisBoard(JobBoard):
             args: list[object] = [next(self._requests), len(pending)]
             for position in pending:
                 args += [requests[position].owner, requests[position].lease_ms]
-            answer = await self._run_json("CLAIM_NEXT", *args)
+            answer, confirmed = await self._change("CLAIM_NEXT", *args)
             # The script grants the requests in order, as long as jobs last.
             granted = len(answer) // 5
+            if granted and not confirmed:
+                count = await self._give_back_batch(requests, results, pending, answer)
+                raise self._unconfirmed(f"{count} claim(s)", "they were given back")
             again = []
             for j, position in enumerate(pending[:granted]):
                 uuid, token, attempt, sequence, posting = answer[5 * j : 5 * j + 5]
@@ -691,11 +771,32 @@ class RedisBoard(JobBoard):
             pending = again + pending[granted:]
         return results
 
+    async def _give_back_batch(
+        self,
+        requests: list[_NextRequest],
+        results: list[tuple[Job, Grant] | None],
+        pending: list[int],
+        answer: list[Any],
+    ) -> int:
+        """Give back every claim of a batch, once replicas did not confirm one."""
+        held = [
+            (answer[5 * j], requests[position].owner, int(answer[5 * j + 1]))
+            for j, position in enumerate(pending[: len(answer) // 5])
+        ]
+        for position, found in enumerate(results):
+            if found is not None:
+                held.append((found[0].uuid, requests[position].owner, found[1].token))
+        await self._give_back(held)
+        return len(held)
+
     async def _renew(self, claims: Sequence[Claim]) -> list[bool]:
         args: list[object] = [len(claims)]
         for claim in claims:
             args += [claim.job.uuid, claim.owner, claim.token, _ms(claim.lease)]
-        answer = await self._run_json("RENEW", *args)
+        answer, confirmed = await self._change("RENEW", *args)
+        if not confirmed and any(answer):
+            # The holders keep the deadlines replicas know of, and retry soon.
+            raise self._unconfirmed(f"renewing {len(claims)} lease(s)", "retrying")
         return [bool(renewed) for renewed in answer]
 
     async def _finish(
@@ -718,7 +819,20 @@ class RedisBoard(JobBoard):
         for request in requests:
             token = "" if request.token is None else request.token
             args += [request.uuid, request.owner, token, request.how.name]
-        return await self._run_json("FINISH", *args)
+        answers, confirmed = await self._change("FINISH", *args)
+        if not confirmed and "ok" in answers:
+            # The work is done and the primary has it: failing the caller would
+            # only make it finish again. Only an operator can act on this.
+            logger.warning(
+                "%d consumes, abandons or trashes on %s reached the primary, but "
+                "fewer than %d replicas confirmed them within %g s: a failover "
+                "may bring their jobs back",
+                answers.count("ok"),
+                self._url,
+                self._settings.replicas,
+                self._settings.replica_timeout,
+            )
+        return answers
 
     # -- events and the reconcile timer ---------------------------------------
 
@@ -853,6 +967,12 @@ class RedisBoard(JobBoard):
             if reason:
                 self._lose_to_cancel(claim, str(reason))
         return int(answer[0])
+
+
+def _listed(answer: str) -> list[Any]:
+    found = json.loads(answer)
+    # Lua's JSON encoder cannot tell an empty list from an empty object.
+    return found if isinstance(found, list) else []
 
 
 def _fresh_name() -> str:
