@@ -449,6 +449,22 @@ class RedisBoard(JobBoard):
         try:
             yield
         except (
+            rexc.AuthenticationError,
+            rexc.AuthenticationWrongNumberOfArgsError,
+        ) as exc:
+            # Not a server that is away: trying again would not help.
+            who = self._settings.username or "default"
+            raise JobBoardError(
+                f"Redis for {self._url!r} refused the credentials of user "
+                f"{who!r}: {exc}"
+            ) from exc
+        except rexc.NoPermissionError as exc:
+            who = self._settings.username or "default"
+            raise JobBoardError(
+                f"Redis for {self._url!r} does not let user {who!r} use the "
+                f"board's keys and channel {self._prefix}*: {exc}"
+            ) from exc
+        except (
             rexc.ConnectionError,
             rexc.TimeoutError,
             rexc.BusyLoadingError,
