@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 import aiojobboard as ajb
 
 from .redis_helpers import DroppingProxy, RedisServer, ensure_shared_redis
+from .tls_helpers import make_certificates
 
 LEASE = 0.5
 
@@ -508,62 +509,6 @@ async def test_sentinel_finds_the_master(tmp_path: Path) -> None:
         master.stop()
 
 
-def make_certificates(directory: Path) -> None:
-    """A CA and a server certificate for 127.0.0.1, made with openssl."""
-    directory.mkdir()
-
-    def openssl(*args: str) -> None:
-        subprocess.run(
-            ["openssl", *args], cwd=directory, check=True, capture_output=True
-        )
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=test-ca",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-    )
-
-
 async def test_tls(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     make_certificates(certs)
@@ -615,7 +560,8 @@ async def test_tls_with_an_acl_user_whose_password_is_in_the_url(
                 claim = await board.claim(await board.post("x"), "w")
                 await claim.consume()
                 assert await board.job_count() == 0
-                assert "p@ss" not in repr(board) and "p%40ss" not in board.url
+                assert "p@ss" not in repr(board)
+                assert "p%40ss" not in board.url
             with pytest.raises(ajb.JobBoardError, match="credentials") as wrong:
                 await ajb.connect(f"rediss://alice:wrong-pw@{where}")
             with pytest.raises(
