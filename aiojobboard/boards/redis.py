@@ -234,7 +234,7 @@ def _hosts(netloc: str, default_port: int, url: str) -> list[tuple[str, int]]:
             host, port = item, str(default_port)
         host = host.strip("[]") or "127.0.0.1"
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad port {port!r} in {mask_url(url)!r}")
+            raise ValueError(f"bad port in {mask_url(url)!r}")
         hosts.append((host, int(port)))
     return hosts
 

@@ -1079,6 +1079,10 @@ def _parse_url(url: str) -> dict[str, Any]:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     if not hosts:
         raise ValueError(f"no ZooKeeper host in {mask_url(url)!r}")
+    for host in hosts.split(","):
+        port = host.rpartition(":")[2] if ":" in host.rpartition("]")[2] else "2181"
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad host or port {host!r} in {mask_url(url)!r}")
     credentials = None
     if userinfo:
         user, sep, password = userinfo.partition(":")
