@@ -481,9 +481,9 @@ async def test_connection_lost_after_the_configured_time() -> None:
 class PrivateServer:
     """A PostgreSQL server of this test's own, on a free port.
 
-    With *password* and *certs* (a folder holding ``server.pem`` and
-    ``server.key``), it serves TLS, stores passwords as SCRAM-SHA-256, and
-    lets in nobody but the ``postgres`` user with that password over TLS.
+    With *password*, it stores passwords as SCRAM-SHA-256 and lets in nobody
+    but the ``postgres`` user with that password; with *certs* too (a folder
+    holding ``server.pem`` and ``server.key``), over TLS only.
     """
 
     def __init__(self, password: str | None = None, certs: Path | None = None) -> None:
@@ -530,8 +530,9 @@ class PrivateServer:
             ]
         with open(db / "postgresql.conf", "a") as conf:
             conf.write("\n".join(settings) + "\n")
-        # Nothing but TLS with a password: no trust, no plain TCP.
-        hba = "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        # Nothing but a password (over TLS only, when it serves TLS): no trust.
+        kind = "host" if certs is None else "hostssl"
+        hba = f"{kind} all all 127.0.0.1/32 scram-sha-256\n"
         (db / "pg_hba.conf").write_text(f"local all all scram-sha-256\n{hba}")
 
     def _own(self, path: Path) -> None:

@@ -495,7 +495,7 @@ async def test_a_private_board_is_hidden_from_others() -> None:
         f"zookeeper://alice:s3cret@{base}/{name}?acl=private"
     ) as alice:
         job = await alice.post("x", {"card": "4111"})
-        with pytest.raises(ajb.JobBoardError, match="identity|refused"):
+        with pytest.raises(ajb.JobBoardError, match=r"identity|refused"):
             async with ajb.connect(f"zookeeper://{base}/{name}") as other:
                 [j async for j in other.iterjobs()]
         nodes = await alice._client.children(f"/{name}/jobs")  # type: ignore[attr-defined]

@@ -37,6 +37,10 @@ workaround below was seen on aiozk 0.32.0 and is covered by a test in
 - aiozk forgets authentication on reconnect. :class:`Client` sends the digest
   credentials again on every new connection, before any queued request, and
   never lets aiozk's request log show the password.
+- aiozk logs every refused request (an ACL's ``NoAuth``, say) at ERROR with
+  its traceback, then raises it; the adapter raises it translated, so those
+  records are turned down to DEBUG, where they do not reach a command line's
+  stderr.
 - Its Lock keeps saying "held" after its session expired, its Lease(limit=1)
   admitted 10 clients of 10, and a cancelled ``Lock.acquire`` leaves its node
   behind; none of its recipes is used.
@@ -113,6 +117,19 @@ _CONNECTION_ERRORS = (
 
 #: The node errors that the adapter handles itself.
 _EXPECTED = (exc.NoNode, exc.NodeExists, exc.BadVersion, exc.NotEmpty)
+
+
+class _Demoted(logging.Filter):
+    """Turn aiozk's ERROR for a request it then raises into a DEBUG record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Send exception: %s":
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("aiozk.session").addFilter(_Demoted())
 
 
 class _AddWatchRequest(Request):  # type: ignore[misc]
