@@ -393,6 +393,7 @@ async def test_garbage_in_a_gathered_claim_keeps_owners_apart(
     [
         ("namespace=a{b}", "namespace"),
         ("max_connections=0", "max_connections"),
+        ("max_connections=1", "max_connections"),
         ("pool_timeout=x", "pool_timeout"),
         ("socket_timeout=-1", "socket_timeout"),
         ("retries=-1", "retries"),

@@ -182,17 +182,16 @@ class _Settings:
                     f"as in redis+sentinel://host:26379/mymaster: {mask_url(url)!r}"
                 )
             service = path.pop(0)
-        elif scheme == "redis+cluster":
-            if path:
-                raise ValueError(
-                    f"a redis+cluster:// URL has no path, as a cluster has only "
-                    f"database 0, not {'/'.join(path)!r}, in {mask_url(url)!r}"
-                )
-            if options.get("max_connections", 2) < 2:
-                raise ValueError(
-                    "option 'max_connections' must be at least 2 on a "
-                    "redis+cluster:// URL: the event channel holds one"
-                )
+        elif scheme == "redis+cluster" and path:
+            raise ValueError(
+                f"a redis+cluster:// URL has no path, as a cluster has only "
+                f"database 0, not {'/'.join(path)!r}, in {mask_url(url)!r}"
+            )
+        if options.get("max_connections", 2) < 2:
+            raise ValueError(
+                "option 'max_connections' must be at least 2: the event channel "
+                "holds one"
+            )
         return cls(
             scheme=scheme,
             hosts=_hosts(netloc, 26379 if service else 6379, url),
