@@ -556,8 +556,12 @@ class RedisBoard(JobBoard):
 
     def _decode(self, uuid: str, posting: str, sequence: str) -> Job | None:
         try:
-            return Posting.decode(posting).to_job(self, int(sequence))
-        except ValueError as exc:
+            decoded = Posting.decode(posting)
+            if decoded.uuid != uuid:
+                # Another job's posting copied here: that job once is enough.
+                raise ValueError(f"it holds the posting of job {decoded.uuid}")
+            return decoded.to_job(self, int(sequence))
+        except (TypeError, ValueError) as exc:
             self._garbage(uuid, exc)
             return None
 

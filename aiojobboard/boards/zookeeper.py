@@ -216,6 +216,8 @@ class ZooKeeperBoard(JobBoard):
             on_state=self._on_state,
         )
         self._entries: dict[str, _Entry] = {}
+        #: Nodes under jobs/ whose names are not a job's, already warned of.
+        self._foreign: set[str] = set()
         self._names: dict[str, str] = {}
         self._ready_heap: list[tuple[int, int, str]] = []
         self._trashed: set[str] = set()
@@ -550,7 +552,7 @@ class ZooKeeperBoard(JobBoard):
     async def _claim_refused(self, entry: _Entry, failed: zk.MultiFailed) -> None:
         error = failed.error
         if isinstance(error, zk.NodeExists):
-            holder = await self._read_claim(entry.name)
+            holder = await self._read_claim(entry.name, strict=True)
             if holder is None:
                 raise _StaleVersion from error
             raise UnclaimableJob(
@@ -658,9 +660,12 @@ class ZooKeeperBoard(JobBoard):
             del self._granted[name]
 
     # -- reading the server ---------------------------------------------------
-    async def _read_claim(self, name: str) -> _Holder | None:
+    async def _read_claim(self, name: str, *, strict: bool = False) -> _Holder | None:
+        """Read a job's claim; ``None`` if there is none, or (unless *strict*)
+        if its node holds garbage, which *strict* refuses the claim over."""
+        path = f"{self._claims}/{name}"
         try:
-            data, stat = await self._client.get(f"{self._claims}/{name}")
+            data, stat = await self._client.get(path)
         except zk.NoNode:
             return None
         try:
@@ -669,9 +674,12 @@ class ZooKeeperBoard(JobBoard):
                 str(fields["owner"]), int(stat.created_zxid), int(fields["attempt"])
             )
         except (ValueError, KeyError, TypeError):
-            logger.warning(
-                "claim node %s/%s holds no claim: %r", self._claims, name, data
-            )
+            logger.warning("claim node %s holds no claim: %r", path, data[:100])
+            if strict:
+                raise UnclaimableJob(
+                    f"job {name} is kept by claim node {path}, which holds no "
+                    "claim; deleting that node frees the job"
+                ) from None
             return None
 
     async def _load(self, entry: _Entry) -> Job | None:
@@ -684,7 +692,10 @@ class ZooKeeperBoard(JobBoard):
             return None
         try:
             posting = Posting.decode(data.decode())
-        except (ValueError, UnicodeDecodeError) as error:
+            if posting.uuid != entry.uuid:
+                # Another job's posting copied here: that job once is enough.
+                raise ValueError(f"it holds the posting of job {posting.uuid}")
+        except ValueError as error:  # UnicodeDecodeError is one too
             logger.warning("node %s/%s holds no job: %s", self._jobs, entry.name, error)
             return None
         entry.job = posting.to_job(self, entry.sequence)
@@ -734,10 +745,13 @@ class ZooKeeperBoard(JobBoard):
             self._trashed.add(name)
 
     def _apply_job(self, kind: int, name: str) -> None:
-        if kind == zk.CREATED:
-            if name not in self._entries and (entry := _Entry.parse(name)):
-                self._add(entry)
-                self._emit(EventKind.POSTED, entry, job=True)
+        if kind == zk.CREATED and name not in self._entries:
+            entry = _Entry.parse(name)
+            if entry is None:
+                self._foreign_node(name)
+                return
+            self._add(entry)
+            self._emit(EventKind.POSTED, entry, job=True)
         elif kind == zk.DELETED:
             entry = self._entries.pop(name, None)
             if entry is None:
@@ -754,6 +768,13 @@ class ZooKeeperBoard(JobBoard):
             entry = self._entries.get(name)
             if entry is not None and entry.version is not None:
                 entry.version += 1
+
+    def _foreign_node(self, name: str) -> None:
+        if name not in self._foreign:
+            self._foreign.add(name)
+            logger.warning(
+                "ignoring node %s/%s: its name is not that of a job", self._jobs, name
+            )
 
     def _apply_claim(self, kind: int, name: str) -> None:
         entry = self._entries.get(name)
@@ -922,6 +943,7 @@ class ZooKeeperBoard(JobBoard):
         for name in names:
             entry = old.pop(name, None) or _Entry.parse(name)
             if entry is None:
+                self._foreign_node(name)
                 continue
             was_claimed = entry.claimed
             entry.claimed, entry.queued = name in claimed, False

@@ -470,9 +470,32 @@ _ATOM_FIELDS = (
 _FLOW_FIELDS = ("name", "uuid", "state", "meta")
 
 
+# The columns keep their types; what a JSONB column holds is checked here, as
+# rows written behind the store's back may hold anything.
+
+
+class _Damaged(JobBoardError):
+    """Raised when a stored row holds what this store never writes."""
+
+
+def _not_an_object(kind: str, uuid: str, name: str, value: Any) -> _Damaged:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return _Damaged(
+        f"{kind} {uuid!r} has {name} {shown} (of type {type(value).__name__}) "
+        "where a JSON object belongs"
+    )
+
+
 def _atom_from(row: list[Any]) -> AtomDetail:
     atom: AtomDetail = object.__new__(AtomDetail)
     atom.__dict__.update(zip(_ATOM_FIELDS, row, strict=True))
+    if type(atom.meta) is not dict:
+        raise _not_an_object("atom", atom.uuid, "meta", atom.meta)
+
+    if atom.failure is not None and type(atom.failure) is not dict:
+        raise _not_an_object("atom", atom.uuid, "failure", atom.failure)
+
     return atom
 
 
@@ -481,6 +504,9 @@ def _flows_from(text: str) -> list[FlowDetail]:
     for row in json.loads(text):
         flow: FlowDetail = object.__new__(FlowDetail)
         flow.__dict__.update(zip(_FLOW_FIELDS, row[:4], strict=True))
+        if type(flow.meta) is not dict:
+            raise _not_an_object("flow", flow.uuid, "meta", flow.meta)
+
         flow._atoms = [_atom_from(atom) for atom in row[4]]
         flows.append(flow)
 
@@ -488,14 +514,21 @@ def _flows_from(text: str) -> list[FlowDetail]:
 
 
 def _book_from(row: asyncpg.Record) -> LogBook:
-    book = LogBook(
-        row["name"],
-        uuid=row["uuid"],
-        meta=json.loads(row["meta"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-    book._flows = _flows_from(row["flows"])
+    uuid = row["uuid"]
+    try:
+        book = LogBook(
+            row["name"],
+            uuid=uuid,
+            meta=json.loads(row["meta"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+        book._flows = _flows_from(row["flows"])
+    except (TypeError, ValueError) as exc:
+        raise _Damaged(f"logbook {uuid!r} is damaged: {exc}") from None
+    except _Damaged as exc:
+        raise _Damaged(f"logbook {uuid!r} is damaged: {exc}") from None
+
     return book
 
 
@@ -945,7 +978,14 @@ class PostgresBookStore(BookStore):
         rows = await self._page_after("")
         while rows:
             for row in rows:
-                yield _book_from(row)
+                try:
+                    book = _book_from(row)
+                except _Damaged as exc:
+                    # One damaged book must not hide all the others.
+                    logger.warning("%r skips a logbook: %s", self, exc)
+                    continue
+
+                yield book
 
             if len(rows) < _PAGE:
                 return
@@ -1065,7 +1105,10 @@ class PostgresBookStore(BookStore):
             return None if row is None else str(row[0])
 
         text = await self._run(load)
-        return None if text is None else _flows_from(text)
+        try:
+            return None if text is None else _flows_from(text)
+        except _Damaged as exc:
+            raise _Damaged(f"logbook {uuid!r} is damaged: {exc}") from None
 
     async def _atoms_for_flow(self, uuid: str) -> list[AtomDetail] | None:
         async def load(conn: asyncpg.Connection) -> str | None:
@@ -1073,7 +1116,10 @@ class PostgresBookStore(BookStore):
             return None if row is None else str(row[0])
 
         text = await self._run(load)
-        return None if text is None else [_atom_from(row) for row in json.loads(text)]
+        try:
+            return None if text is None else [_atom_from(r) for r in json.loads(text)]
+        except _Damaged as exc:
+            raise _Damaged(f"flow {uuid!r} is damaged: {exc}") from None
 
     async def _clear(self) -> None:
         sql = f"DELETE FROM {self._quoted_schema}.ajb_logbooks"
