@@ -90,16 +90,21 @@ def mask_url(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if sep and "@" not in parts.netloc and "@" in rest:
         return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    if parts.query and any(
+    secret_option = parts.query and any(
         name.lower() in _SECRET_OPTIONS for name, _ in parse_qsl(parts.query)
-    ):
-        query = "&".join(_mask_option(item) for item in parts.query.split("&"))
-        parts = parts._replace(query=query)
+    )
+    masked = url
     if parts.password is not None:
         user = parts.username or ""
         host = parts.netloc.rpartition("@")[2]
-        parts = parts._replace(netloc=f"{user}:***@{host}")
-    return urlunsplit(parts)
+        masked = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if secret_option:
+        # Rebuilt by hand: urlunsplit drops the // of a URL with no host.
+        head, mark, tail = masked.partition("?")
+        query, hash_, fragment = tail.partition("#")
+        query = "&".join(_mask_option(item) for item in query.split("&"))
+        masked = f"{head}{mark}{query}{hash_}{fragment}"
+    return masked
 
 
 def _mask_option(item: str) -> str:

@@ -59,6 +59,8 @@ def test_unknown_schemes_list_the_known_ones() -> None:
         ("redis://u:s3@cret@host/0", "redis://u:***@host/0"),
         ("memory://a@b", "memory://a@b"),
         ("redis://host/0?namespace=a", "redis://host/0?namespace=a"),
+        ("memory://", "memory://"),
+        ("memory://?password=x", "memory://?password=***"),
     ],
 )
 def test_passwords_are_masked(url: str, masked: str) -> None:
