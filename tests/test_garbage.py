@@ -85,6 +85,10 @@ async def test_redis_hash_fields_of_the_wrong_kind(
         await drain(board, [job.name for job in good])
     for name in ["bad-sequence", "details-text", "a-list", "copy"]:
         assert name in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "aiojobboard.boards.redis"):
+        assert [job.name async for job in board.iterjobs()] == []
+    assert not caplog.records, "warned twice of the same key"
     assert await board.job_count() == len(planted) + 1
 
 
@@ -141,6 +145,10 @@ async def test_zookeeper_nodes_that_are_not_jobs(
         for node in ["2-not-json", "2-a-list", "2-copy", "2-binary", "not-a-job"]:
             assert node in caplog.text
         assert second in caplog.text
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "aiojobboard.boards.zookeeper"):
+            assert [job.name async for job in other.iterjobs()] == [good[1].name]
+        assert not caplog.records, "warned twice of the same node"
     # The planted claim goes, by hand: the job it kept is claimable again.
     await raw.multi([zk.Op.delete(f"{path}/claims/{second}", -1)])
     async with board.claim(good[1], "worker"):

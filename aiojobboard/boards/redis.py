@@ -73,6 +73,8 @@ CATCH_UP_LIMIT = 10_000
 #: How often at most a connection sweeps due leases, in seconds.
 SWEEP_EVERY = 1.0
 _PRIORITY_SPAN = 2**40
+#: How many garbage keys a connection remembers having warned of.
+_WARNED_KEPT = 10_000
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -378,6 +380,8 @@ class RedisBoard(JobBoard):
         self._last_seq = 0
         #: The name of the life of the board's data this connection knows.
         self._epoch = ""
+        #: The keys already warned of as holding no job.
+        self._warned: set[str] = set()
         #: Posts the last catch-up delivered, in case a message tells again.
         self._caught_up: set[str] = set()
         self._next = _Gatherer[_NextRequest, tuple[Job, Grant] | None](
@@ -566,7 +570,12 @@ class RedisBoard(JobBoard):
             return None
 
     def _garbage(self, uuid: str, exc: Exception) -> None:
-        logger.warning(
+        # Once per key and connection: each listing would repeat it.
+        warned = uuid in self._warned
+        if not warned and len(self._warned) < _WARNED_KEPT:
+            self._warned.add(uuid)
+        logger.log(
+            logging.DEBUG if warned else logging.WARNING,
             "skipping job %s on %s: what is stored there is not a job (%s)",
             uuid,
             self._url,

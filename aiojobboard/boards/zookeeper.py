@@ -216,8 +216,8 @@ class ZooKeeperBoard(JobBoard):
             on_state=self._on_state,
         )
         self._entries: dict[str, _Entry] = {}
-        #: Nodes under jobs/ whose names are not a job's, already warned of.
-        self._foreign: set[str] = set()
+        #: Nodes under jobs/ that are not jobs, already warned of.
+        self._warned: set[str] = set()
         self._names: dict[str, str] = {}
         self._ready_heap: list[tuple[int, int, str]] = []
         self._trashed: set[str] = set()
@@ -696,7 +696,7 @@ class ZooKeeperBoard(JobBoard):
                 # Another job's posting copied here: that job once is enough.
                 raise ValueError(f"it holds the posting of job {posting.uuid}")
         except ValueError as error:  # UnicodeDecodeError is one too
-            logger.warning("node %s/%s holds no job: %s", self._jobs, entry.name, error)
+            self._not_a_job(entry.name, f"it holds no job ({error})")
             return None
         entry.job = posting.to_job(self, entry.sequence)
         entry.data = data
@@ -770,11 +770,15 @@ class ZooKeeperBoard(JobBoard):
                 entry.version += 1
 
     def _foreign_node(self, name: str) -> None:
-        if name not in self._foreign:
-            self._foreign.add(name)
-            logger.warning(
-                "ignoring node %s/%s: its name is not that of a job", self._jobs, name
-            )
+        self._not_a_job(name, "its name is not that of a job")
+
+    def _not_a_job(self, name: str, why: object) -> None:
+        """Warn of a node under jobs/ that is not a job, once per connection."""
+        if name in self._warned:
+            logger.debug("skipping node %s/%s: %s", self._jobs, name, why)
+            return
+        self._warned.add(name)
+        logger.warning("skipping node %s/%s: %s", self._jobs, name, why)
 
     def _apply_claim(self, kind: int, name: str) -> None:
         entry = self._entries.get(name)
