@@ -385,12 +385,18 @@ OPTION_NAMES = st.sampled_from(
         "command_timeout",
         "statement_cache_size",
         "session_timeout",
+        "timeout",
+        "acl",
+        "pool_timeout",
+        "connect_timeout",
     ]
 )
 OPTION_VALUES = (
     st.integers(-2, 70).map(str)
     | st.floats(allow_nan=True).map(str)
-    | st.sampled_from(["", "x", "true", "1e-300", "0.5", "2", "1e300", "a{b}", "%00"])
+    | st.sampled_from(
+        ["", "x", "true", "1e-300", "0.5", "2", "1e300", "a{b}", "%00", "private"]
+    )
     | TEXT
 )
 QUERIES = st.lists(st.tuples(OPTION_NAMES | TEXT, OPTION_VALUES), max_size=3).map(
@@ -438,6 +444,14 @@ async def test_redis_url_options(query: str) -> None:
     servers_for("redis")
     base = f"namespace=fuzz-{uuid.uuid4().hex[:8]}&retries=0"
     url = f"{KITS['redis'].url('x').partition('?')[0]}?{base}&{query}"
+    await open_url(ajb.connect(url), url)
+
+
+@FEW
+@given(query=QUERIES)
+async def test_zookeeper_url_options(query: str) -> None:
+    servers_for("zookeeper")
+    url = f"{KITS['zookeeper'].url('x').partition('/x')[0]}/fuzz-url?{query}"
     await open_url(ajb.connect(url), url)
 
 

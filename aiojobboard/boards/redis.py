@@ -88,6 +88,15 @@ def _namespace(name: str, raw: str) -> str:
     return raw
 
 
+def _interval(name: str, raw: str) -> float:
+    # Below the clock's resolution redis-py checks health in the middle of its
+    # own handshake, and reads the answers out of order.
+    value = positive_float(name, raw)
+    if value < 0.001:
+        raise ValueError(f"option {name!r} must be at least 0.001 s, not {raw!r}")
+    return value
+
+
 def _count(name: str, raw: str) -> int:
     if not raw.isdigit():
         raise ValueError(f"option {name!r} must be a whole number >= 0, not {raw!r}")
@@ -123,7 +132,7 @@ _OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "pool_timeout": positive_float,
     "socket_timeout": positive_float,
     "connect_timeout": positive_float,
-    "health_check_interval": positive_float,
+    "health_check_interval": _interval,
     "retries": _count,
     "reconcile": positive_float,
 }

@@ -76,6 +76,8 @@ logger = logging.getLogger("aiojobboard.boards.zookeeper")
 
 #: Seconds a session outlives its last word to the server, unless the URL says.
 DEFAULT_SESSION_TIMEOUT = 10.0
+#: The longest session timeout a URL may ask for, in seconds (a day).
+MAX_SESSION_TIMEOUT = 86_400.0
 #: The board's path when the URL gives none.
 DEFAULT_PATH = "/aiojobboard"
 #: ZooKeeper's largest request (its ``jute.maxbuffer``), in bytes.
@@ -1094,7 +1096,7 @@ def _parse_url(url: str) -> dict[str, Any]:
     options = read_options(
         url,
         {
-            "session_timeout": positive_float,
+            "session_timeout": _session_timeout,
             "timeout": positive_float,
             "max_job_size": positive_int,
             "lease": positive_float,
@@ -1135,6 +1137,17 @@ def _parse_url(url: str) -> dict[str, Any]:
         "call_timeout": options.get("timeout", session_timeout),
         "max_job_size": max_job_size,
     }
+
+
+def _session_timeout(name: str, raw: str) -> float:
+    # Sent in milliseconds in a 32-bit field; servers grant far less anyway.
+    value = positive_float(name, raw)
+    if value > MAX_SESSION_TIMEOUT:
+        raise ValueError(
+            f"option {name!r} must be at most {MAX_SESSION_TIMEOUT:g} seconds, "
+            f"not {raw!r}"
+        )
+    return value
 
 
 def _acl_option(name: str, raw: str) -> str:
