@@ -399,6 +399,7 @@ async def test_garbage_in_a_gathered_claim_keeps_owners_apart(
         ("retries=-1", "retries"),
         ("ssl_ca_certs=/x", "ssl_ca_certs"),
         ("reconcile=0", "reconcile"),
+        ("health_check_interval=1e-9", "health_check_interval"),
     ],
 )
 async def test_bad_options_are_named(query: str, named: str) -> None:

@@ -551,6 +551,10 @@ async def test_bad_urls() -> None:
         ("zookeeper://127.0.0.1:2181/a//b", "path"),
         ("zookeeper://127.0.0.1:2181/p?acl=everyone", "acl"),
         ("zookeeper://127.0.0.1:2181/p?session_timeout=0", "session_timeout"),
+        ("zookeeper://127.0.0.1:2181/p?session_timeout=1e9", "session_timeout"),
+        ("zookeeper://127.0.0.1:http/p", "port"),
+        ("zookeeper://127.0.0.1:2181,/p", "port"),
+        ("zookeeper://alice:pa/ss@127.0.0.1:2181/p", "percent-encoded"),
     ]:
         with pytest.raises(ValueError, match=word):
             await ajb.connect(url)
