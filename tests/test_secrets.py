@@ -135,6 +135,8 @@ async def test_redis(
         job = await board.post("x", {"n": 1})
         claim = await board.claim(job, "w", lease=5)
         seen.add(board, board.url, claim, job, [j async for j in board.iterjobs()])
+        # What a traceback showing locals would print.
+        seen.add(board._settings, board._client)  # type: ignore[attr-defined]
         await seen.expect(ajb.UnclaimableJob, board.claim(job, "v"))
         await claim.consume()
         # The server goes away under an open board, and comes back.

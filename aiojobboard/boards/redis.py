@@ -154,7 +154,7 @@ class _Settings:
     db: int
     service: str | None
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     namespace: str = "default"
     lease: float = DEFAULT_LEASE
     max_job_size: int = MAX_JOB_SIZE
