@@ -197,6 +197,7 @@ async def test_zookeeper(logs: Collector, seen: Seen) -> None:
         job = await alice.post("x", {"n": 1})
         claim = await alice.claim(job, "alice")
         seen.add(alice, alice.url, claim, job, [j async for j in alice.iterjobs()])
+        seen.add(vars(alice._client))  # type: ignore[attr-defined]
         # A new session sends the credentials again.
         await expire_session(alice)
         again = await alice.claim(job, "alice")

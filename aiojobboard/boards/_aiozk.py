@@ -56,7 +56,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiozk
 import anyio
@@ -75,6 +75,7 @@ __all__ = [
     "OPEN_ACL",
     "BadVersion",
     "Client",
+    "Credentials",
     "MultiFailed",
     "NoAuth",
     "NoNode",
@@ -246,6 +247,16 @@ class Op:
     @staticmethod
     def check(path: str, version: int) -> Any:
         return protocol.CheckVersionRequest(path=path, version=version)
+
+
+class Credentials(NamedTuple):
+    """A digest identity, shown without its password."""
+
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(user={self.user!r}, password='***')"
 
 
 def digest_acl(user: str, password: str, *, world_read: bool) -> list[Any]:

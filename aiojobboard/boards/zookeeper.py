@@ -1116,7 +1116,7 @@ def _parse_url(url: str) -> dict[str, Any]:
         user, sep, password = userinfo.partition(":")
         if not user or not sep:
             raise ValueError(f"credentials must be USER:PASSWORD in {mask_url(url)!r}")
-        credentials = (unquote(user), unquote(password))
+        credentials = zk.Credentials(unquote(user), unquote(password))
     path = "/" + parts.path.strip("/") if parts.path.strip("/") else DEFAULT_PATH
     if any(not part or part in {".", ".."} for part in path[1:].split("/")):
         raise ValueError(f"bad board path {path!r} in {mask_url(url)!r}")
