@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from importlib.metadata import entry_points
 from types import TracebackType
 from typing import Any, Generic, Protocol, TypeVar
-from urllib.parse import parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 
 __all__ = [
     "Opener",
@@ -68,17 +68,50 @@ class Opener(Generic[_T]):
             await opened.close()
 
 
+#: Query options whose values are masked like a password, wherever they appear.
+_SECRET_OPTIONS = frozenset(
+    {"password", "passwd", "pass", "secret", "token", "auth", "sslpassword"}
+)
+
+
 def mask_url(url: str) -> str:
-    """Return *url* with any password replaced by ``***``, for logs and errors."""
+    """Return *url* with any password replaced by ``***``, for logs and errors.
+
+    The password of the user part goes, and so does the value of any query
+    option named like a secret (``password=``, ``token=``...). A password
+    holding a character that should have been percent-encoded (``/``, ``?``,
+    ``#``) makes the URL parse with its ``@`` outside the host part: then
+    everything up to the last ``@`` is masked.
+    """
     try:
         parts = urlsplit(url)
     except ValueError:
         return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" not in parts.netloc and "@" in rest:
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    secret_option = parts.query and any(
+        name.lower() in _SECRET_OPTIONS for name, _ in parse_qsl(parts.query)
+    )
+    masked = url
+    if parts.password is not None:
+        user = parts.username or ""
+        host = parts.netloc.rpartition("@")[2]
+        masked = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    if secret_option:
+        # Rebuilt by hand: urlunsplit drops the // of a URL with no host.
+        head, mark, tail = masked.partition("?")
+        query, hash_, fragment = tail.partition("#")
+        query = "&".join(_mask_option(item) for item in query.split("&"))
+        masked = f"{head}{mark}{query}{hash_}{fragment}"
+    return masked
+
+
+def _mask_option(item: str) -> str:
+    name, sep, _ = item.partition("=")
+    if sep and unquote(name).lower() in _SECRET_OPTIONS:
+        return f"{name}=***"
+    return item
 
 
 def scheme_of(url: object) -> str:
@@ -121,6 +154,7 @@ def read_options(
 
     An unknown, repeated or badly formed option is a ``ValueError`` naming it.
     """
+    _check_credentials(url)
     query = urlsplit(url).query
     options: dict[str, Any] = {}
     for name, raw in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
@@ -133,6 +167,22 @@ def read_options(
             raise ValueError(f"option {name!r} is given twice in {mask_url(url)!r}")
         options[name] = converters[name](name, raw)
     return options
+
+
+def _check_credentials(url: str) -> None:
+    """Refuse a URL whose password was cut short by a character left unencoded.
+
+    ``redis://user:pa/ss@host`` parses as host ``user``, port ``pa``: left to
+    the adapter, a piece of the password would show in its complaint.
+    """
+    netloc = urlsplit(url).netloc
+    rest = url.partition("://")[2]
+    port = netloc.rpartition(":")[2] if ":" in netloc.rpartition("]")[2] else ""
+    if "@" in rest and "@" not in netloc and port and not port.isdigit():
+        raise ValueError(
+            f"the host part of {mask_url(url)!r} does not parse: a password "
+            "holding '/', '?' or '#' must be percent-encoded (as %2F, %3F, %23)"
+        )
 
 
 def positive_float(name: str, raw: str) -> float:

@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["check_json", "dumps"]
+__all__ = ["MAX_DEPTH", "check_json", "deeper_than", "dumps", "unencodable"]
+
+#: How deep values may nest. JSON readers give up somewhere past a thousand
+#: levels (Python's own among them, at a depth that depends on its stack), so
+#: a fixed limit well below that keeps every adapter answering the same.
+MAX_DEPTH = 100
 
 
 def check_json(value: Any, where: str) -> None:
@@ -78,3 +84,68 @@ def _explain(value: Any, where: str) -> None:
 def dumps(value: Any) -> str:
     """Serialize *value*, already checked, compactly."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def deeper_than(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether dicts and lists nest in *value* more than *limit* levels deep."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth >= limit:
+                return True
+
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+    return False
+
+
+def unencodable(fields: Mapping[str, Any]) -> str:
+    """Say which part of *fields*, already checked as JSON, cannot be encoded.
+
+    A string or key holding a lone surrogate, which UTF-8 cannot encode, or an
+    int too long for Python to write.
+    """
+    stack: list[tuple[Any, str]] = [(child, key) for key, child in fields.items()]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            bad = _surrogate(item)
+            if bad is not None:
+                return (
+                    f"{path} holds the lone surrogate {bad!r}, which UTF-8 "
+                    "cannot encode"
+                )
+        elif isinstance(item, int) and not isinstance(item, bool):
+            try:
+                str(item)
+            except ValueError:
+                limit = sys.get_int_max_str_digits()
+                return f"{path} is an int of more than {limit} digits"
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                bad = _surrogate(key)
+                if bad is not None:
+                    return (
+                        f"{path} has key {key!r}, holding the lone surrogate "
+                        f"{bad!r}, which UTF-8 cannot encode"
+                    )
+
+                stack.append((child, f"{path}[{key!r}]"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+
+    return "it cannot be written as JSON"
+
+
+def _surrogate(text: str) -> str | None:
+    if text.isascii():
+        return None
+
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+
+    return None

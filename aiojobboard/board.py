@@ -576,7 +576,8 @@ class JobBoard(abc.ABC):
             )
         unknown = set(item) - {"name", "details", "priority", "book"}
         if unknown:
-            raise InvalidJob(f"job #{index} has unknown fields: {sorted(unknown)}")
+            names = ", ".join(sorted(map(repr, unknown)))
+            raise InvalidJob(f"job #{index} has unknown fields: {names}")
         try:
             return Posting.create(
                 item.get("name"),
@@ -774,6 +775,13 @@ def _check_owner(who: object) -> None:
         raise TypeError(f"an owner name must be a str, not {type(who).__name__}")
     if not who.strip():
         raise ValueError("an owner name must not be empty")
+    if not who.isascii():
+        try:
+            who.encode()
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"an owner name must be text that UTF-8 can encode, not {who!r}"
+            ) from None
 
 
 def _check_job(job: object) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from ._json import check_json, dumps
+from ._json import MAX_DEPTH, check_json, deeper_than, dumps, unencodable
 from .errors import InvalidJob
 
 if TYPE_CHECKING:
@@ -146,8 +146,7 @@ class Posting:
             "created_on": datetime.now(UTC).isoformat(),
             **_check_book(book),
         }
-        encoded = dumps(fields)
-        size = len(encoded.encode())
+        encoded, size = _encode(name, fields)
         if size > max_size:
             raise InvalidJob(
                 f"job {name!r} is {size} bytes encoded, over this board's limit "
@@ -170,7 +169,7 @@ class Posting:
                 book_name=fields.get("book_name"),
                 encoded=encoded,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"not a job posting: {exc!r}") from exc
 
     def to_job(self, board: JobBoard, sequence: int) -> Job:
@@ -185,6 +184,28 @@ class Posting:
             book_name=self.book_name,
             board=board,
         )
+
+
+def _encode(name: str, fields: dict[str, Any]) -> tuple[str, int]:
+    """Return the posting's JSON text and its size in bytes, or refuse it."""
+    try:
+        encoded: str | None = dumps(fields)
+    except (ValueError, RecursionError):
+        # An int too long to write, or nesting too deep for the encoder.
+        encoded = None
+    braces = -1 if encoded is None else encoded.count("{") + encoded.count("[")
+    if (braces < 0 or braces > MAX_DEPTH) and deeper_than(fields["details"]):
+        raise InvalidJob(
+            f"job {name!r} has details nested more than {MAX_DEPTH} levels deep"
+        )
+    try:
+        if encoded is None:
+            raise ValueError
+        return encoded, len(encoded.encode())
+    except ValueError:
+        # A lone surrogate, which UTF-8 cannot encode, is a ValueError too.
+        problem = unencodable(fields)
+        raise InvalidJob(f"job {name!r} cannot be stored: {problem}") from None
 
 
 def _check_details(details: object) -> dict[str, Any]:

@@ -34,6 +34,8 @@ from aiojobboard.book import AtomDetail, BookStore, FlowDetail, LogBook, connect
 from aiojobboard.book.postgres import SCHEMA_VERSION, SchemaMismatch
 from aiojobboard.errors import ConnectionLost, NotFound
 
+from .tls_helpers import make_certificates
+
 #: The server the tests use; empty to leave PostgreSQL out of the book suites.
 POSTGRES_URL = os.environ.get(
     "AIOJOBBOARD_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
@@ -477,9 +479,14 @@ async def test_connection_lost_after_the_configured_time() -> None:
 
 
 class PrivateServer:
-    """A PostgreSQL server of this test's own, on a free port."""
+    """A PostgreSQL server of this test's own, on a free port.
 
-    def __init__(self) -> None:
+    With *password*, it stores passwords as SCRAM-SHA-256 and lets in nobody
+    but the ``postgres`` user with that password; with *certs* too (a folder
+    holding ``server.pem`` and ``server.key``), over TLS only.
+    """
+
+    def __init__(self, password: str | None = None, certs: Path | None = None) -> None:
         found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
         if not found:
             pytest.fail("no PostgreSQL binaries: run scripts/services/postgres")
@@ -493,7 +500,44 @@ class PrivateServer:
             shutil.chown(self.data, "postgres")
 
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self.run("initdb", "-D", str(self.data / "db"), "-U", "postgres", "-A", "trust")
+        if password is None:
+            self.run(
+                "initdb", "-D", str(self.data / "db"), "-U", "postgres", "-A", "trust"
+            )
+        else:
+            self._init_secure(password, certs)
+
+    def _init_secure(self, password: str, certs: Path | None) -> None:
+        db = self.data / "db"
+        pwfile = self.data / "pwfile"
+        pwfile.write_text(password + "\n")
+        self._own(pwfile)
+        self.run(
+            *("initdb", "-D", str(db), "-U", "postgres"),
+            *("-A", "scram-sha-256", "--pwfile", str(pwfile)),
+        )
+        pwfile.unlink()
+        settings = ["password_encryption = 'scram-sha-256'"]
+        if certs is not None:
+            for name in ("server.pem", "server.key"):
+                shutil.copy(certs / name, db / name)
+                (db / name).chmod(0o600)
+                self._own(db / name)
+            settings += [
+                "ssl = on",
+                "ssl_cert_file = 'server.pem'",
+                "ssl_key_file = 'server.key'",
+            ]
+        with open(db / "postgresql.conf", "a") as conf:
+            conf.write("\n".join(settings) + "\n")
+        # Nothing but a password (over TLS only, when it serves TLS): no trust.
+        kind = "host" if certs is None else "hostssl"
+        hba = f"{kind} all all 127.0.0.1/32 scram-sha-256\n"
+        (db / "pg_hba.conf").write_text(f"local all all scram-sha-256\n{hba}")
+
+    def _own(self, path: Path) -> None:
+        if self.prefix:
+            shutil.chown(path, "postgres")
 
     def run(self, tool: str, *args: str) -> None:
         command = [*self.prefix, str(self.bin / tool), *args]
@@ -566,6 +610,54 @@ async def test_a_call_during_a_restart_waits_for_the_server(
         await destroying
         with pytest.raises(NotFound):
             await opened.get_logbook(doomed.uuid)
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[PrivateServer, Path]]:
+    ensure_postgres()
+    certs = tmp_path / "certs"
+    make_certificates(certs)
+    server = PrivateServer(password="s3cret-pg", certs=certs)
+    server.start()
+    yield server, certs
+    server.remove()
+
+
+@pytest.mark.timeout(120)
+async def test_tls_and_scram_only(
+    tls_server: tuple[PrivateServer, Path], tmp_path: Path
+) -> None:
+    server, certs = tls_server
+    base = f"postgresql://postgres:s3cret-pg@127.0.0.1:{server.port}/postgres"
+    ca = certs / "ca.pem"
+    for query in ["sslmode=require", f"sslmode=verify-full&sslrootcert={ca}"]:
+        async with connect(f"{base}?{query}&connect_timeout=5") as opened:
+            await opened.upgrade()
+            saved = await opened.save_logbook(make_book())
+            assert await opened.get_logbook(saved.uuid) == saved
+            assert "s3cret-pg" not in repr(opened)
+
+    other = tmp_path / "other"
+    make_certificates(other)
+    failures = {
+        "password authentication failed": base.replace("s3cret-pg", "wrong-pw")
+        + "?sslmode=require",
+        "no encryption": f"{base}?sslmode=disable",
+        "TLS certificate": f"{base}?sslmode=verify-ca&sslrootcert={other / 'ca.pem'}",
+    }
+    for problem, url in failures.items():
+        started = time.monotonic()
+        with pytest.raises(ajb.JobBoardError, match=problem) as caught:
+            await connect(f"{url}&connect_timeout=5")
+        # A refusal is told at once, not retried as a server away would be.
+        assert time.monotonic() - started < 4
+        assert not isinstance(caught.value, ConnectionLost)
+        for secret in ("s3cret-pg", "wrong-pw"):
+            assert secret not in str(caught.value)
+            assert secret not in str(caught.value.__cause__)
+
+    with pytest.raises(ValueError, match="sslrootcert"):
+        await connect(f"{base}?sslmode=verify-full&sslrootcert={tmp_path / 'none'}")
 
 
 # -- jobs and books -----------------------------------------------------------

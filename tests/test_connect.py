@@ -48,6 +48,19 @@ def test_unknown_schemes_list_the_known_ones() -> None:
         ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
         ("redis://user:s3cret@host/0?x=1", "redis://user:***@host/0?x=1"),
         ("postgresql://user@host/db", "postgresql://user@host/db"),
+        (
+            "redis://host/0?namespace=a&password=s3cret",
+            "redis://host/0?namespace=a&password=***",
+        ),
+        ("redis://host/0?Token=s3cret&x=1", "redis://host/0?Token=***&x=1"),
+        ("redis://u:s3/cret@host/0", "redis://***@host/0"),
+        ("redis://u:s3?cret@host/0", "redis://***@host/0"),
+        ("redis://u:s3#cret@host/0", "redis://***@host/0"),
+        ("redis://u:s3@cret@host/0", "redis://u:***@host/0"),
+        ("memory://a@b", "memory://a@b"),
+        ("redis://host/0?namespace=a", "redis://host/0?namespace=a"),
+        ("memory://", "memory://"),
+        ("memory://?password=x", "memory://?password=***"),
     ],
 )
 def test_passwords_are_masked(url: str, masked: str) -> None:

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 import aiojobboard as ajb
 
 from .redis_helpers import DroppingProxy, RedisServer, ensure_shared_redis
+from .tls_helpers import make_certificates
 
 LEASE = 0.5
 
@@ -495,11 +496,13 @@ async def test_garbage_in_a_gathered_claim_keeps_owners_apart(
     [
         ("namespace=a{b}", "namespace"),
         ("max_connections=0", "max_connections"),
+        ("max_connections=1", "max_connections"),
         ("pool_timeout=x", "pool_timeout"),
         ("socket_timeout=-1", "socket_timeout"),
         ("retries=-1", "retries"),
         ("ssl_ca_certs=/x", "ssl_ca_certs"),
         ("reconcile=0", "reconcile"),
+        ("health_check_interval=1e-9", "health_check_interval"),
     ],
 )
 async def test_bad_options_are_named(query: str, named: str) -> None:
@@ -539,7 +542,7 @@ async def test_passwords_stay_out_of_reprs_and_logs(
                 assert "s3cret-pw" not in board.url
                 await claim.consume()
             wrong = base.replace("s3cret-pw", "wrong-pw")
-            with pytest.raises(ajb.ConnectionLost) as caught:
+            with pytest.raises(ajb.JobBoardError, match="credentials") as caught:
                 await ajb.connect(f"{wrong}?retries=0")
             assert "wrong-pw" not in str(caught.value)
         assert "s3cret-pw" not in caplog.text
@@ -611,62 +614,6 @@ async def test_sentinel_finds_the_master(tmp_path: Path) -> None:
         master.stop()
 
 
-def make_certificates(directory: Path) -> None:
-    """A CA and a server certificate for 127.0.0.1, made with openssl."""
-    directory.mkdir()
-
-    def openssl(*args: str) -> None:
-        subprocess.run(
-            ["openssl", *args], cwd=directory, check=True, capture_output=True
-        )
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "1",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-subj",
-        "/CN=test-ca",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (directory / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "1",
-        "-extfile",
-        "ext.cnf",
-    )
-
-
 async def test_tls(tmp_path: Path) -> None:
     certs = tmp_path / "certs"
     make_certificates(certs)
@@ -686,6 +633,53 @@ async def test_tls(tmp_path: Path) -> None:
             assert await board.find_owner(job) is None
         with pytest.raises(ajb.ConnectionLost):
             await ajb.connect(f"{base}&retries=0")
+    finally:
+        server.stop()
+
+
+async def test_tls_with_an_acl_user_whose_password_is_in_the_url(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    certs = tmp_path / "certs"
+    make_certificates(certs)
+    server = RedisServer(
+        tmp_path / "tls-acl",
+        *("--tls-cert-file", str(certs / "server.pem")),
+        *("--tls-key-file", str(certs / "server.key")),
+        *("--tls-ca-cert-file", str(certs / "ca.pem")),
+        *("--tls-auth-clients", "no"),
+        # Only alice may touch the board's keys and channel; nobody logs in
+        # without a password; bob may log in but has no right to the board.
+        *("--user", "default", "off"),
+        *("--user", "alice", "on", ">p@ss/word", "~ajb:{acl}:*", "&ajb:{acl}:*"),
+        *("+@all",),
+        *("--user", "bob", "on", ">bob-pw", "~other:*", "&other:*", "+@all"),
+    )
+    server.tls = True
+    server.start()
+    ca = f"ssl_ca_certs={certs / 'ca.pem'}"
+    where = f"127.0.0.1:{server.port}/0?namespace=acl&{ca}&retries=0"
+    try:
+        with caplog.at_level(logging.DEBUG):
+            async with ajb.connect(f"rediss://alice:p%40ss%2Fword@{where}") as board:
+                claim = await board.claim(await board.post("x"), "w")
+                await claim.consume()
+                assert await board.job_count() == 0
+                assert "p@ss" not in repr(board)
+                assert "p%40ss" not in board.url
+            with pytest.raises(ajb.JobBoardError, match="credentials") as wrong:
+                await ajb.connect(f"rediss://alice:wrong-pw@{where}")
+            with pytest.raises(
+                ajb.JobBoardError, match="'bob' use the board's keys"
+            ) as denied:
+                await ajb.connect(f"rediss://bob:bob-pw@{where}")
+            with pytest.raises(ajb.ConnectionLost):
+                await ajb.connect(f"redis://alice:p%40ss%2Fword@{where.split('?')[0]}")
+        assert "wrong-pw" not in str(wrong.value)
+        assert "bob-pw" not in str(denied.value)
+        assert "acl" in str(denied.value)
+        for secret in ("p@ss", "p%40ss", "wrong-pw", "bob-pw"):
+            assert secret not in caplog.text
     finally:
         server.stop()
 

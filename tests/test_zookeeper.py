@@ -408,6 +408,68 @@ async def test_another_identity_cannot_claim_or_delete() -> None:
     assert "s3cret" not in alice.url
 
 
+async def raw_client(credentials: tuple[str, str] | None) -> zk.Client:
+    opened = zk.Client(
+        ZOOKEEPER_URL.partition("://")[2],
+        session_timeout=5,
+        call_timeout=5,
+        credentials=credentials,
+        on_event=lambda event: None,
+        on_state=lambda state: None,
+    )
+    await opened.start()
+    return opened
+
+
+@pytest.mark.parametrize("credentials", [("mallory", "guess"), None])
+async def test_another_identity_cannot_touch_the_nodes(
+    credentials: tuple[str, str] | None,
+) -> None:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    base = ZOOKEEPER_URL.partition("://")[2]
+    async with ajb.connect(f"zookeeper://alice:s3cret@{base}/{name}") as alice:
+        job = await alice.post("x", {"card": "4111"})
+        claimed = await alice.post("y")
+        claim = await alice.claim(claimed, "alice")
+        jobs = await alice._client.children(f"/{name}/jobs")  # type: ignore[attr-defined]
+        free = next(node for node in jobs if job.uuid in node)
+        held = next(node for node in jobs if claimed.uuid in node)
+        other = await raw_client(credentials)
+        try:
+            # The world may read a board (the default acl=read)...
+            data, _ = await other.get(f"/{name}/jobs/{free}")
+            assert b"4111" in data
+            # ...and change nothing of it.
+            refused = [
+                zk.Op.delete(f"/{name}/jobs/{free}", -1),
+                zk.Op.delete(f"/{name}/claims/{held}", -1),
+                zk.Op.set_data(f"/{name}/jobs/{free}", b"{}", -1),
+                zk.Op.create(f"/{name}/claims/{free}", b"{}", [zk.OPEN_ACL]),
+                zk.Op.create(f"/{name}/jobs/9-fake-1", b"{}", [zk.OPEN_ACL]),
+                zk.Op.create(f"/{name}/trash/{held}", b"{}", [zk.OPEN_ACL]),
+                zk.Op.delete(f"/{name}/jobs", -1),
+            ]
+            for op in refused:
+                with pytest.raises(zk.MultiFailed) as failed:
+                    await other.multi([op])
+                assert isinstance(failed.value.error, zk.NoAuth), op
+        finally:
+            await other.close()
+        anonymous = "" if credentials is None else "mallory:guess@"
+        async with ajb.connect(f"zookeeper://{anonymous}{base}/{name}") as stranger:
+            with pytest.raises(ajb.JobBoardError, match="identity"):
+                await stranger.claim(job, "stranger")
+            with pytest.raises(ajb.JobBoardError, match="identity"):
+                await stranger.post("planted")
+            for finish in (stranger.consume, stranger.trash, stranger.abandon):
+                with pytest.raises(ajb.NotOwner, match="identity"):
+                    await finish(claimed, "alice")
+        assert claim.held
+        assert await alice.find_owner(claimed) == "alice"
+        assert {j.name async for j in alice.iterjobs()} == {"x", "y"}
+        await claim.consume()
+
+
 async def test_credentials_are_sent_again_on_a_new_connection(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -433,10 +495,22 @@ async def test_a_private_board_is_hidden_from_others() -> None:
     async with ajb.connect(
         f"zookeeper://alice:s3cret@{base}/{name}?acl=private"
     ) as alice:
-        await alice.post("x")
-        with pytest.raises(ajb.JobBoardError):
+        job = await alice.post("x", {"card": "4111"})
+        with pytest.raises(ajb.JobBoardError, match=r"identity|refused"):
             async with ajb.connect(f"zookeeper://{base}/{name}") as other:
                 [j async for j in other.iterjobs()]
+        nodes = await alice._client.children(f"/{name}/jobs")  # type: ignore[attr-defined]
+        for credentials in [None, ("mallory", "guess")]:
+            stranger = await raw_client(credentials)
+            try:
+                for path in (f"/{name}/jobs", f"/{name}/jobs/{nodes[0]}"):
+                    with pytest.raises(ajb.JobBoardError, match="identity"):
+                        await stranger.get(path)
+                with pytest.raises(ajb.JobBoardError, match="identity"):
+                    await stranger.children(f"/{name}/jobs")
+            finally:
+                await stranger.close()
+        assert await alice.find_owner(job) is None
 
 
 async def test_the_size_limit_fits_a_node() -> None:
@@ -478,6 +552,10 @@ async def test_bad_urls() -> None:
         ("zookeeper://127.0.0.1:2181/a//b", "path"),
         ("zookeeper://127.0.0.1:2181/p?acl=everyone", "acl"),
         ("zookeeper://127.0.0.1:2181/p?session_timeout=0", "session_timeout"),
+        ("zookeeper://127.0.0.1:2181/p?session_timeout=1e9", "session_timeout"),
+        ("zookeeper://127.0.0.1:http/p", "port"),
+        ("zookeeper://127.0.0.1:2181,/p", "port"),
+        ("zookeeper://alice:pa/ss@127.0.0.1:2181/p", "percent-encoded"),
     ]:
         with pytest.raises(ValueError, match=word):
             await ajb.connect(url)

@@ -37,6 +37,10 @@ workaround below was seen on aiozk 0.32.0 and is covered by a test in
 - aiozk forgets authentication on reconnect. :class:`Client` sends the digest
   credentials again on every new connection, before any queued request, and
   never lets aiozk's request log show the password.
+- aiozk logs every refused request (an ACL's ``NoAuth``, say) at ERROR with
+  its traceback, then raises it; the adapter raises it translated, so those
+  records are turned down to DEBUG, where they do not reach a command line's
+  stderr.
 - Its Lock keeps saying "held" after its session expired, its Lease(limit=1)
   admitted 10 clients of 10, and a cancelled ``Lock.acquire`` leaves its node
   behind; none of its recipes is used.
@@ -52,7 +56,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiozk
 import anyio
@@ -71,6 +75,7 @@ __all__ = [
     "OPEN_ACL",
     "BadVersion",
     "Client",
+    "Credentials",
     "MultiFailed",
     "NoAuth",
     "NoNode",
@@ -113,6 +118,19 @@ _CONNECTION_ERRORS = (
 
 #: The node errors that the adapter handles itself.
 _EXPECTED = (exc.NoNode, exc.NodeExists, exc.BadVersion, exc.NotEmpty)
+
+
+class _Demoted(logging.Filter):
+    """Turn aiozk's ERROR for a request it then raises into a DEBUG record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "Send exception: %s":
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+logging.getLogger("aiozk.session").addFilter(_Demoted())
 
 
 class _AddWatchRequest(Request):  # type: ignore[misc]
@@ -229,6 +247,16 @@ class Op:
     @staticmethod
     def check(path: str, version: int) -> Any:
         return protocol.CheckVersionRequest(path=path, version=version)
+
+
+class Credentials(NamedTuple):
+    """A digest identity, shown without its password."""
+
+    user: str
+    password: str
+
+    def __repr__(self) -> str:
+        return f"Credentials(user={self.user!r}, password='***')"
 
 
 def digest_acl(user: str, password: str, *, world_read: bool) -> list[Any]:

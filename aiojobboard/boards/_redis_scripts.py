@@ -303,7 +303,7 @@ while i < n do
     local uuid = popped[j]
     local key = P .. 'job:' .. uuid
     local f = fields(key, 'p', 's', 'a')
-    if not f or not f[1] or not f[2] or string.sub(f[1], 1, 1) ~= '{' then
+    if not f or not f[1] or not tonumber(f[2]) or string.sub(f[1], 1, 1) ~= '{' then
       redis.call('ZADD', P .. 'garbage', popped[j + 1], uuid)
     else
       local owner, lease = ARGV[4 + 2 * i], tonumber(ARGV[5 + 2 * i])
@@ -563,7 +563,7 @@ for band = 0, 4 do
   local found = redis.call('ZRANGEBYSCORE', ALL, low, high, 'LIMIT', 0, limit)
   for _, uuid in ipairs(found) do
     local f = fields(P .. 'job:' .. uuid, 's', 'p')
-    if f and f[1] and f[2] then
+    if f and tonumber(f[1]) and f[2] then
       table.insert(out, uuid)
       table.insert(out, f[1])
       table.insert(out, f[2])

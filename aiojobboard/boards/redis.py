@@ -83,6 +83,8 @@ PRESENCE_TTL = 10.0
 #: The least time between two refreshes of presence that changed, in seconds.
 PRESENCE_EVERY = 1.0
 _PRIORITY_SPAN = 2**50
+#: How many garbage keys a connection remembers having warned of.
+_WARNED_KEPT = 10_000
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -94,6 +96,15 @@ def _namespace(name: str, raw: str) -> str:
             f"option {name!r} must be a non-empty name without braces, not {raw!r}"
         )
     return raw
+
+
+def _interval(name: str, raw: str) -> float:
+    # Below the clock's resolution redis-py checks health in the middle of its
+    # own handshake, and reads the answers out of order.
+    value = positive_float(name, raw)
+    if value < 0.001:
+        raise ValueError(f"option {name!r} must be at least 0.001 s, not {raw!r}")
+    return value
 
 
 def _count(name: str, raw: str) -> int:
@@ -131,7 +142,7 @@ _OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "pool_timeout": positive_float,
     "socket_timeout": positive_float,
     "connect_timeout": positive_float,
-    "health_check_interval": positive_float,
+    "health_check_interval": _interval,
     "retries": _count,
     "reconcile": positive_float,
     "replicas": _count,
@@ -155,7 +166,7 @@ class _Settings:
     db: int
     service: str | None
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
     namespace: str = "default"
     lease: float = DEFAULT_LEASE
     max_job_size: int = MAX_JOB_SIZE
@@ -210,16 +221,16 @@ class _Settings:
                     f"a redis+cluster:// URL has no path, as a cluster has only "
                     f"database 0, not {'/'.join(path)!r}, in {mask_url(url)!r}"
                 )
-            if options.get("max_connections", 2) < 2:
-                raise ValueError(
-                    "option 'max_connections' must be at least 2 on a "
-                    "redis+cluster:// URL: the event channel holds one"
-                )
             if "replicas" in options:
                 raise ValueError(
                     "option 'replicas' is not available on redis+cluster://: "
                     "the cluster client cannot send WAIT on a script's connection"
                 )
+        if options.get("max_connections", 2) < 2:
+            raise ValueError(
+                "option 'max_connections' must be at least 2: the event channel "
+                "holds one"
+            )
         return cls(
             scheme=scheme,
             hosts=_hosts(netloc, 26379 if service else 6379, url),
@@ -261,7 +272,7 @@ def _hosts(netloc: str, default_port: int, url: str) -> list[tuple[str, int]]:
             host, port = item, str(default_port)
         host = host.strip("[]") or "127.0.0.1"
         if not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"bad port {port!r} in {mask_url(url)!r}")
+            raise ValueError(f"bad port in {mask_url(url)!r}")
         hosts.append((host, int(port)))
     return hosts
 
@@ -408,6 +419,8 @@ class RedisBoard(JobBoard):
         self._last_seq = 0
         #: The name of the life of the board's data this connection knows.
         self._epoch = ""
+        #: The keys already warned of as holding no job.
+        self._warned: set[str] = set()
         #: Posts the last catch-up delivered, in case a message tells again.
         self._caught_up: set[str] = set()
         self._next = _Gatherer[_NextRequest, tuple[Job, Grant] | None](
@@ -489,6 +502,22 @@ class RedisBoard(JobBoard):
     def _translated(self) -> Iterator[None]:
         try:
             yield
+        except (
+            rexc.AuthenticationError,
+            rexc.AuthenticationWrongNumberOfArgsError,
+        ) as exc:
+            # Not a server that is away: trying again would not help.
+            who = self._settings.username or "default"
+            raise JobBoardError(
+                f"Redis for {self._url!r} refused the credentials of user "
+                f"{who!r}: {exc}"
+            ) from exc
+        except rexc.NoPermissionError as exc:
+            who = self._settings.username or "default"
+            raise JobBoardError(
+                f"Redis for {self._url!r} does not let user {who!r} use the "
+                f"board's keys and channel {self._prefix}*: {exc}"
+            ) from exc
         except (
             rexc.ConnectionError,
             rexc.TimeoutError,
@@ -632,13 +661,22 @@ class RedisBoard(JobBoard):
 
     def _decode(self, uuid: str, posting: str, sequence: str) -> Job | None:
         try:
-            return Posting.decode(posting).to_job(self, int(sequence))
-        except ValueError as exc:
+            decoded = Posting.decode(posting)
+            if decoded.uuid != uuid:
+                # Another job's posting copied here: that job once is enough.
+                raise ValueError(f"it holds the posting of job {decoded.uuid}")
+            return decoded.to_job(self, int(sequence))
+        except (TypeError, ValueError) as exc:
             self._garbage(uuid, exc)
             return None
 
     def _garbage(self, uuid: str, exc: Exception) -> None:
-        logger.warning(
+        # Once per key and connection: each listing would repeat it.
+        warned = uuid in self._warned
+        if not warned and len(self._warned) < _WARNED_KEPT:
+            self._warned.add(uuid)
+        logger.log(
+            logging.DEBUG if warned else logging.WARNING,
             "skipping job %s on %s: what is stored there is not a job (%s)",
             uuid,
             self._url,

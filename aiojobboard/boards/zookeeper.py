@@ -86,6 +86,8 @@ logger = logging.getLogger("aiojobboard.boards.zookeeper")
 
 #: Seconds a session outlives its last word to the server, unless the URL says.
 DEFAULT_SESSION_TIMEOUT = 10.0
+#: The longest session timeout a URL may ask for, in seconds (a day).
+MAX_SESSION_TIMEOUT = 86_400.0
 #: The board's path when the URL gives none.
 DEFAULT_PATH = "/aiojobboard"
 #: ZooKeeper's largest request (its ``jute.maxbuffer``), in bytes.
@@ -230,6 +232,8 @@ class ZooKeeperBoard(JobBoard):
             on_state=self._on_state,
         )
         self._entries: dict[str, _Entry] = {}
+        #: Nodes under jobs/ that are not jobs, already warned of.
+        self._warned: set[str] = set()
         self._names: dict[str, str] = {}
         self._ready_heap: list[tuple[int, int, str]] = []
         self._trashed: set[str] = set()
@@ -719,7 +723,7 @@ class ZooKeeperBoard(JobBoard):
     async def _claim_refused(self, entry: _Entry, failed: zk.MultiFailed) -> None:
         error = failed.error
         if isinstance(error, zk.NodeExists):
-            holder = await self._read_claim(entry.name)
+            holder = await self._read_claim(entry.name, strict=True)
             if holder is None:
                 raise _StaleVersion from error
             raise UnclaimableJob(
@@ -827,9 +831,12 @@ class ZooKeeperBoard(JobBoard):
             del self._granted[name]
 
     # -- reading the server ---------------------------------------------------
-    async def _read_claim(self, name: str) -> _Holder | None:
+    async def _read_claim(self, name: str, *, strict: bool = False) -> _Holder | None:
+        """Read a job's claim; ``None`` if there is none, or (unless *strict*)
+        if its node holds garbage, which *strict* refuses the claim over."""
+        path = f"{self._claims}/{name}"
         try:
-            data, stat = await self._client.get(f"{self._claims}/{name}")
+            data, stat = await self._client.get(path)
         except zk.NoNode:
             return None
         try:
@@ -838,9 +845,12 @@ class ZooKeeperBoard(JobBoard):
                 str(fields["owner"]), int(stat.created_zxid), int(fields["attempt"])
             )
         except (ValueError, KeyError, TypeError):
-            logger.warning(
-                "claim node %s/%s holds no claim: %r", self._claims, name, data
-            )
+            logger.warning("claim node %s holds no claim: %r", path, data[:100])
+            if strict:
+                raise UnclaimableJob(
+                    f"job {name} is kept by claim node {path}, which holds no "
+                    "claim; deleting that node frees the job"
+                ) from None
             return None
 
     async def _load(self, entry: _Entry) -> Job | None:
@@ -853,8 +863,11 @@ class ZooKeeperBoard(JobBoard):
             return None
         try:
             posting = Posting.decode(data.decode())
-        except (ValueError, UnicodeDecodeError) as error:
-            logger.warning("node %s/%s holds no job: %s", self._jobs, entry.name, error)
+            if posting.uuid != entry.uuid:
+                # Another job's posting copied here: that job once is enough.
+                raise ValueError(f"it holds the posting of job {posting.uuid}")
+        except ValueError as error:  # UnicodeDecodeError is one too
+            self._not_a_job(entry.name, f"it holds no job ({error})")
             return None
         entry.job = posting.to_job(self, entry.sequence)
         entry.data = data
@@ -905,10 +918,13 @@ class ZooKeeperBoard(JobBoard):
             self._cancel_reasons[name] = self._spawn(self._read_reason(name))
 
     def _apply_job(self, kind: int, name: str) -> None:
-        if kind == zk.CREATED:
-            if name not in self._entries and (entry := _Entry.parse(name)):
-                self._add(entry)
-                self._emit(EventKind.POSTED, entry, job=True)
+        if kind == zk.CREATED and name not in self._entries:
+            entry = _Entry.parse(name)
+            if entry is None:
+                self._foreign_node(name)
+                return
+            self._add(entry)
+            self._emit(EventKind.POSTED, entry, job=True)
         elif kind == zk.DELETED:
             entry = self._entries.pop(name, None)
             if entry is None:
@@ -926,6 +942,17 @@ class ZooKeeperBoard(JobBoard):
             entry = self._entries.get(name)
             if entry is not None and entry.version is not None:
                 entry.version += 1
+
+    def _foreign_node(self, name: str) -> None:
+        self._not_a_job(name, "its name is not that of a job")
+
+    def _not_a_job(self, name: str, why: object) -> None:
+        """Warn of a node under jobs/ that is not a job, once per connection."""
+        if name in self._warned:
+            logger.debug("skipping node %s/%s: %s", self._jobs, name, why)
+            return
+        self._warned.add(name)
+        logger.warning("skipping node %s/%s: %s", self._jobs, name, why)
 
     def _apply_claim(self, kind: int, name: str) -> None:
         entry = self._entries.get(name)
@@ -1110,6 +1137,7 @@ class ZooKeeperBoard(JobBoard):
         for name in names:
             entry = old.pop(name, None) or _Entry.parse(name)
             if entry is None:
+                self._foreign_node(name)
                 continue
             was_claimed = entry.claimed
             entry.claimed, entry.queued = name in claimed, False
@@ -1266,7 +1294,7 @@ def _parse_url(url: str) -> dict[str, Any]:
     options = read_options(
         url,
         {
-            "session_timeout": positive_float,
+            "session_timeout": _session_timeout,
             "timeout": positive_float,
             "max_job_size": positive_int,
             "lease": positive_float,
@@ -1277,12 +1305,16 @@ def _parse_url(url: str) -> dict[str, Any]:
     userinfo, _, hosts = parts.netloc.rpartition("@")
     if not hosts:
         raise ValueError(f"no ZooKeeper host in {mask_url(url)!r}")
+    for host in hosts.split(","):
+        port = host.rpartition(":")[2] if ":" in host.rpartition("]")[2] else "2181"
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"bad host or port {host!r} in {mask_url(url)!r}")
     credentials = None
     if userinfo:
         user, sep, password = userinfo.partition(":")
         if not user or not sep:
             raise ValueError(f"credentials must be USER:PASSWORD in {mask_url(url)!r}")
-        credentials = (unquote(user), unquote(password))
+        credentials = zk.Credentials(unquote(user), unquote(password))
     path = "/" + parts.path.strip("/") if parts.path.strip("/") else DEFAULT_PATH
     if any(not part or part in {".", ".."} for part in path[1:].split("/")):
         raise ValueError(f"bad board path {path!r} in {mask_url(url)!r}")
@@ -1303,6 +1335,17 @@ def _parse_url(url: str) -> dict[str, Any]:
         "call_timeout": options.get("timeout", session_timeout),
         "max_job_size": max_job_size,
     }
+
+
+def _session_timeout(name: str, raw: str) -> float:
+    # Sent in milliseconds in a 32-bit field; servers grant far less anyway.
+    value = positive_float(name, raw)
+    if value > MAX_SESSION_TIMEOUT:
+        raise ValueError(
+            f"option {name!r} must be at most {MAX_SESSION_TIMEOUT:g} seconds, "
+            f"not {raw!r}"
+        )
+    return value
 
 
 def _acl_option(name: str, raw: str) -> str:

@@ -17,6 +17,10 @@ scheme ``postgres://`` works too), with these options:
 ``sslmode``
     ``disable``, ``allow``, ``prefer``, ``require``, ``verify-ca`` or
     ``verify-full``, as libpq understands them (default: asyncpg's).
+``sslrootcert``, ``sslcert``, ``sslkey``, ``sslcrl``
+    Paths of the CA certificates that vouch for the server, of the client's
+    certificate and its (unencrypted) key, and of a revocation list, as libpq
+    takes them; each must name a readable file.
 ``statement_cache_size``
     Prepared statements kept per connection (default 100); set 0 behind
     pgbouncer in transaction mode, where prepared statements do not survive.
@@ -47,12 +51,14 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import fields
 from datetime import datetime
 from typing import Any, Self, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 # When missing, the loader of adapters names the pip extra that brings it.
 import asyncpg  # type: ignore[import-untyped]
@@ -69,6 +75,8 @@ logger = logging.getLogger("aiojobboard.book.postgres")
 _T = TypeVar("_T")
 
 _SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+#: The options naming files that asyncpg reads from the DSN, as libpq does.
+_SSL_FILES = ("sslrootcert", "sslcert", "sslkey", "sslcrl")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 # Books read per query while iterating, so that a large store is never held
 # in memory at once.
@@ -370,8 +378,20 @@ def _translated(store: PostgresBookStore) -> Iterator[None]:
             f"{store!r} has no book store tables in schema {store.schema!r}: "
             "call upgrade() first"
         ) from exc
+    except ssl.SSLCertVerificationError as exc:
+        # A setting to fix, not a server away: trying again would not help.
+        raise JobBoardError(
+            f"{store!r} does not trust PostgreSQL's TLS certificate: "
+            f"{exc.verify_message or exc}"
+        ) from exc
     except _UNREACHABLE as exc:
         raise _Retry(str(exc) or type(exc).__name__) from exc
+    except asyncpg.InvalidAuthorizationSpecificationError as exc:
+        # A wrong password, or no pg_hba.conf line for this connection (TLS
+        # asked for but not used, say); the server's message says which.
+        raise JobBoardError(
+            f"PostgreSQL refused the login of {store!r}: {exc}"
+        ) from exc
     except asyncpg.DataError as exc:
         # A value the server or the client cannot take, such as a lone
         # surrogate, which UTF-8 cannot encode. Each write is one statement or
@@ -407,6 +427,13 @@ def _sslmode(name: str, raw: str) -> str:
     return raw
 
 
+def _file(name: str, raw: str) -> str:
+    if not os.path.isfile(raw) or not os.access(raw, os.R_OK):
+        raise ValueError(f"option {name!r} must name a readable file, not {raw!r}")
+
+    return raw
+
+
 def _count(name: str, raw: str) -> int:
     if raw == "0":
         return 0
@@ -422,6 +449,7 @@ _OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "command_timeout": positive_float,
     "sslmode": _sslmode,
     "statement_cache_size": _count,
+    **dict.fromkeys(_SSL_FILES, _file),
 }
 
 
@@ -442,9 +470,32 @@ _ATOM_FIELDS = (
 _FLOW_FIELDS = ("name", "uuid", "state", "meta")
 
 
+# The columns keep their types; what a JSONB column holds is checked here, as
+# rows written behind the store's back may hold anything.
+
+
+class _Damaged(JobBoardError):
+    """Raised when a stored row holds what this store never writes."""
+
+
+def _not_an_object(kind: str, uuid: str, name: str, value: Any) -> _Damaged:
+    shown = repr(value)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    return _Damaged(
+        f"{kind} {uuid!r} has {name} {shown} (of type {type(value).__name__}) "
+        "where a JSON object belongs"
+    )
+
+
 def _atom_from(row: list[Any]) -> AtomDetail:
     atom: AtomDetail = object.__new__(AtomDetail)
     atom.__dict__.update(zip(_ATOM_FIELDS, row, strict=True))
+    if type(atom.meta) is not dict:
+        raise _not_an_object("atom", atom.uuid, "meta", atom.meta)
+
+    if atom.failure is not None and type(atom.failure) is not dict:
+        raise _not_an_object("atom", atom.uuid, "failure", atom.failure)
+
     return atom
 
 
@@ -453,6 +504,9 @@ def _flows_from(text: str) -> list[FlowDetail]:
     for row in json.loads(text):
         flow: FlowDetail = object.__new__(FlowDetail)
         flow.__dict__.update(zip(_FLOW_FIELDS, row[:4], strict=True))
+        if type(flow.meta) is not dict:
+            raise _not_an_object("flow", flow.uuid, "meta", flow.meta)
+
         flow._atoms = [_atom_from(atom) for atom in row[4]]
         flows.append(flow)
 
@@ -460,14 +514,21 @@ def _flows_from(text: str) -> list[FlowDetail]:
 
 
 def _book_from(row: asyncpg.Record) -> LogBook:
-    book = LogBook(
-        row["name"],
-        uuid=row["uuid"],
-        meta=json.loads(row["meta"]),
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
-    book._flows = _flows_from(row["flows"])
+    uuid = row["uuid"]
+    try:
+        book = LogBook(
+            row["name"],
+            uuid=uuid,
+            meta=json.loads(row["meta"]),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+        book._flows = _flows_from(row["flows"])
+    except (TypeError, ValueError) as exc:
+        raise _Damaged(f"logbook {uuid!r} is damaged: {exc}") from None
+    except _Damaged as exc:
+        raise _Damaged(f"logbook {uuid!r} is damaged: {exc}") from None
+
     return book
 
 
@@ -632,6 +693,7 @@ class PostgresBookStore(BookStore):
         command_timeout: float = 30.0,
         sslmode: str | None = None,
         statement_cache_size: int = 100,
+        **ssl_files: str,
     ) -> None:
         if min_size > max_size:
             raise ValueError(
@@ -640,8 +702,14 @@ class PostgresBookStore(BookStore):
 
         super().__init__()
         parts = urlsplit(url)
-        # asyncpg reads the DSN itself; the options above are this store's.
-        self._dsn = urlunsplit(parts._replace(scheme="postgresql", query=""))
+        # asyncpg reads the DSN itself; the options above are this store's,
+        # but for the TLS files, which asyncpg takes from the DSN only.
+        unknown = set(ssl_files) - set(_SSL_FILES)
+        if unknown:
+            raise TypeError(f"unexpected keyword arguments: {sorted(unknown)}")
+
+        query = urlencode(ssl_files)
+        self._dsn = urlunsplit(parts._replace(scheme="postgresql", query=query))
         self._url = mask_url(url)
         self.schema = schema
         self.connect_timeout = connect_timeout
@@ -910,7 +978,14 @@ class PostgresBookStore(BookStore):
         rows = await self._page_after("")
         while rows:
             for row in rows:
-                yield _book_from(row)
+                try:
+                    book = _book_from(row)
+                except _Damaged as exc:
+                    # One damaged book must not hide all the others.
+                    logger.warning("%r skips a logbook: %s", self, exc)
+                    continue
+
+                yield book
 
             if len(rows) < _PAGE:
                 return
@@ -1030,7 +1105,10 @@ class PostgresBookStore(BookStore):
             return None if row is None else str(row[0])
 
         text = await self._run(load)
-        return None if text is None else _flows_from(text)
+        try:
+            return None if text is None else _flows_from(text)
+        except _Damaged as exc:
+            raise _Damaged(f"logbook {uuid!r} is damaged: {exc}") from None
 
     async def _atoms_for_flow(self, uuid: str) -> list[AtomDetail] | None:
         async def load(conn: asyncpg.Connection) -> str | None:
@@ -1038,7 +1116,10 @@ class PostgresBookStore(BookStore):
             return None if row is None else str(row[0])
 
         text = await self._run(load)
-        return None if text is None else [_atom_from(row) for row in json.loads(text)]
+        try:
+            return None if text is None else [_atom_from(r) for r in json.loads(text)]
+        except _Damaged as exc:
+            raise _Damaged(f"flow {uuid!r} is damaged: {exc}") from None
 
     async def _clear(self) -> None:
         sql = f"DELETE FROM {self._quoted_schema}.ajb_logbooks"
