@@ -397,6 +397,7 @@ class JobBoard(abc.ABC):
                 f"{claim!r} is {claim.state.name.lower()}; it can no longer "
                 f"{how.name.lower()} its job"
             )
+        claim.finishing = True
         try:
             await self._finish(claim.job.uuid, claim.owner, claim.token, how)
         except asyncio.CancelledError:
@@ -411,6 +412,8 @@ class JobBoard(abc.ABC):
             # As above: renewing it on would keep its job off the board for good.
             self._lose(claim, f"could not {how.name.lower()} its job ({exc})")
             raise
+        finally:
+            claim.finishing = False
         self._let_go(claim, how)
 
     # -- what adapters call ---------------------------------------------------
@@ -764,6 +767,10 @@ class JobBoard(abc.ABC):
                 continue
             if renewed:
                 claim.renewed(sent_at)
+            elif claim.finishing:
+                # A consume that landed first makes the board refuse the
+                # renewal: the finish's own answer decides what happened.
+                claim.renew_at = time.monotonic() + min(1.0, claim.lease / 10)
             else:
                 self._lose(claim, "the board refused to renew it")
         if _observe.INSTRUMENTS:

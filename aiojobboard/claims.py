@@ -85,6 +85,7 @@ class Claim:
         "attempt",
         "cancel_reason",
         "expires_at",
+        "finishing",
         "job",
         "lease",
         "lost_reason",
@@ -114,6 +115,8 @@ class Claim:
         self.lost_reason: str | None = None
         #: The operator's reason, once the claim was lost to ``board.cancel()``.
         self.cancel_reason: str | None = None
+        #: Whether a consume, abandon or trash of it is on its way to the board.
+        self.finishing = False
         self._on_lost: list[Callable[[], object]] = []
         self.renewed(sent_at)
 

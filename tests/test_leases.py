@@ -15,7 +15,7 @@ import pytest
 
 import aiojobboard as ajb
 from aiojobboard.boards.memory import MemoryBoard
-from aiojobboard.claims import Grant
+from aiojobboard.claims import Finish, Grant
 
 LEASE = 0.6
 
@@ -113,5 +113,41 @@ async def test_a_worker_outlives_an_unreachable_board(
         assert sum("reaches its board again" in m for m in messages) == 1
         await worker.stop()
         await running
+    finally:
+        await board.close()
+
+
+class SlowReplies(MemoryBoard):
+    """A memory board whose finishes land at once but answer late."""
+
+    reply_delay = 0.0
+    refused = 0
+
+    async def _finish(
+        self, uuid: str, owner: str, token: int | None, how: Finish
+    ) -> None:
+        await super()._finish(uuid, owner, token, how)
+        await asyncio.sleep(self.reply_delay)
+
+    async def _renew(self, claims: Sequence[ajb.Claim]) -> list[bool]:
+        answers = await super()._renew(claims)
+        self.refused += answers.count(False)
+        return answers
+
+
+async def test_a_renewal_refused_while_a_consume_answers_does_not_lose_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The consume has landed, so the board refuses the renewal that the keeper
+    # sends before the consume's answer arrives: the claim is consumed, not lost.
+    board = await SlowReplies.from_url(f"memory://leases-{uuid.uuid4().hex}")
+    try:
+        claim = await board.claim(await board.post("x"), "w", lease=LEASE)
+        board.reply_delay = LEASE / 2
+        with caplog.at_level(logging.WARNING, logger="aiojobboard.claim"):
+            await claim.consume()
+        assert board.refused >= 1
+        assert claim.state is ajb.ClaimState.CONSUMED
+        assert not [r for r in caplog.records if "lost" in r.getMessage()]
     finally:
         await board.close()

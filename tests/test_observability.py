@@ -139,8 +139,7 @@ async def test_metrics_after_a_scripted_run(
     jobs += await board.post_many([{"name": "job-3"}, {"name": "job-4"}])
 
     held = await board.claim(jobs[0], "w", lease=LEASE)
-    # Consumed at once after its first renewal, not while a second one is on
-    # its way (a refused renewal racing a consume counts the claim lost).
+    # Consumed once its first renewal is counted.
     await wait_for(lambda: sample(registry, "lease_renewals_total", board=label))
     await held.consume()
     await (await board.claim(jobs[1], "w")).consume()
@@ -397,9 +396,13 @@ def loggers_in_source() -> set[str]:
                 and node.func.attr == "getLogger"
             ):
                 [argument] = node.args
-                assert isinstance(argument, ast.Constant), path
-                assert isinstance(argument.value, str), path
-                names.add(argument.value)
+                # Only the package's own loggers, named by a literal; a name
+                # computed at run time (a filter looking up a record's
+                # logger, say) is not one of them.
+                if isinstance(argument, ast.Constant) and str(
+                    argument.value
+                ).startswith("aiojobboard"):
+                    names.add(argument.value)
     return names
 
 
