@@ -399,10 +399,9 @@ def loggers_in_source() -> set[str]:
                 # Only the package's own loggers, named by a literal; a name
                 # computed at run time (a filter looking up a record's
                 # logger, say) is not one of them.
-                if isinstance(argument, ast.Constant) and str(
-                    argument.value
-                ).startswith("aiojobboard"):
-                    names.add(argument.value)
+                name = argument.value if isinstance(argument, ast.Constant) else None
+                if isinstance(name, str) and name.startswith("aiojobboard"):
+                    names.add(name)
     return names
 
 
