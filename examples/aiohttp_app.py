@@ -15,15 +15,14 @@ process. The routes are those of fastapi_app.py: ``POST /jobs``,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import math
 import os
 import re
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
+from resizer import Resizer
 
 import aiojobboard as ajb
 
@@ -67,62 +66,6 @@ def resize_request(body: object) -> tuple[dict[str, Any], str]:
     return details, priority
 
 
-class Resizer:
-    """The app's state: the board, its Worker, and the results of finished jobs.
-
-    A real app keeps results, and the jobs it posted, in its own database; a
-    dict is enough to show the flow.
-    """
-
-    def __init__(self, board: ajb.JobBoard, concurrency: int, grace: float) -> None:
-        self.board = board
-        self.results: dict[str, dict[str, Any]] = {}
-        self.posted: dict[str, ajb.Job] = {}
-        name = f"resizer-{socket.gethostname()}-{os.getpid()}"
-        self.worker = ajb.Worker(
-            board, self.resize, name=name, concurrency=concurrency, grace=grace
-        )
-        self._running: asyncio.Task[None] | None = None
-
-    async def resize(self, job: ajb.Job, claim: ajb.Claim) -> None:
-        """The handler: 'resize' the image, then record where the result went."""
-        await asyncio.sleep(job.details["work_seconds"])
-        image, width, height = (job.details[k] for k in ("image", "width", "height"))
-        self.results[job.uuid] = {
-            "thumbnail": f"{image}@{width}x{height}",
-            "attempt": claim.attempt,
-            "by": claim.owner,
-        }
-
-    def start(self) -> None:
-        self._running = asyncio.create_task(self.worker.run(), name="resizer")
-
-    async def stop(self) -> None:
-        """Stop claiming and drain running jobs (within the grace), then wait."""
-        await self.worker.stop()
-        if self._running is not None:
-            await self._running
-
-    async def describe(self, uuid: str) -> dict[str, Any] | None:
-        """What ``GET /jobs/{uuid}`` answers, or ``None`` for an unknown job."""
-        job = self.posted.get(uuid)
-        if job is None:
-            return None
-        # One place to change for a board that reports owner, attempt and
-        # state in one call (a status() method); until then, two questions.
-        state = await job.get_state()
-        owner = await job.get_owner() if state is ajb.JobState.CLAIMED else None
-        result = self.results.get(uuid)
-        return {
-            "uuid": uuid,
-            "name": job.name,
-            "state": state.name,
-            "owner": owner,
-            "attempt": result["attempt"] if result else None,
-            "result": result,
-        }
-
-
 RESIZER = web.AppKey("resizer", Resizer)
 
 
@@ -141,7 +84,6 @@ async def post_job(request: web.Request) -> web.Response:
         job = await resizer.board.post("resize", details, priority=priority)
     except (BadRequest, ajb.InvalidJob) as exc:
         return error(400, str(exc))
-    resizer.posted[job.uuid] = job
     return web.json_response({"uuid": job.uuid}, status=201)
 
 
@@ -151,7 +93,7 @@ async def get_job(request: web.Request) -> web.Response:
         return error(400, f"{uuid!r} is not a job uuid")
     described = await request.app[RESIZER].describe(uuid)
     if described is None:
-        return error(404, f"no job {uuid} was posted here")
+        return error(404, f"no job {uuid} on the board or done here")
     return web.json_response(described)
 
 

@@ -15,9 +15,7 @@ and try ``curl -d '{"image": "cat.png", "width": 64, "height": 64}'
 
 from __future__ import annotations
 
-import asyncio
 import os
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -25,6 +23,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, HTTPException, Path, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from resizer import Resizer
 
 import aiojobboard as ajb
 
@@ -41,62 +40,6 @@ class ResizeRequest(BaseModel):
     #: Stands in for the real work's duration.
     work_seconds: float = Field(default=0.05, ge=0, le=60)
     priority: Literal["VERY_HIGH", "HIGH", "NORMAL", "LOW", "VERY_LOW"] = "NORMAL"
-
-
-class Resizer:
-    """The app's state: the board, its Worker, and the results of finished jobs.
-
-    A real app keeps results, and the jobs it posted, in its own database; a
-    dict is enough to show the flow.
-    """
-
-    def __init__(self, board: ajb.JobBoard, concurrency: int, grace: float) -> None:
-        self.board = board
-        self.results: dict[str, dict[str, Any]] = {}
-        self.posted: dict[str, ajb.Job] = {}
-        name = f"resizer-{socket.gethostname()}-{os.getpid()}"
-        self.worker = ajb.Worker(
-            board, self.resize, name=name, concurrency=concurrency, grace=grace
-        )
-        self._running: asyncio.Task[None] | None = None
-
-    async def resize(self, job: ajb.Job, claim: ajb.Claim) -> None:
-        """The handler: 'resize' the image, then record where the result went."""
-        await asyncio.sleep(job.details["work_seconds"])
-        image, width, height = (job.details[k] for k in ("image", "width", "height"))
-        self.results[job.uuid] = {
-            "thumbnail": f"{image}@{width}x{height}",
-            "attempt": claim.attempt,
-            "by": claim.owner,
-        }
-
-    def start(self) -> None:
-        self._running = asyncio.create_task(self.worker.run(), name="resizer")
-
-    async def stop(self) -> None:
-        """Stop claiming and drain running jobs (within the grace), then wait."""
-        await self.worker.stop()
-        if self._running is not None:
-            await self._running
-
-    async def describe(self, uuid: str) -> dict[str, Any] | None:
-        """What ``GET /jobs/{uuid}`` answers, or ``None`` for an unknown job."""
-        job = self.posted.get(uuid)
-        if job is None:
-            return None
-        # One place to change for a board that reports owner, attempt and
-        # state in one call (a status() method); until then, two questions.
-        state = await job.get_state()
-        owner = await job.get_owner() if state is ajb.JobState.CLAIMED else None
-        result = self.results.get(uuid)
-        return {
-            "uuid": uuid,
-            "name": job.name,
-            "state": state.name,
-            "owner": owner,
-            "attempt": result["attempt"] if result else None,
-            "result": result,
-        }
 
 
 def create_app(
@@ -132,7 +75,6 @@ def create_app(
         job = await resizer.board.post(
             "resize", body.model_dump(exclude={"priority"}), priority=body.priority
         )
-        resizer.posted[job.uuid] = job
         return {"uuid": job.uuid}
 
     @app.get("/jobs/{uuid}")
@@ -141,7 +83,7 @@ def create_app(
     ) -> dict[str, Any]:
         described = await resizer_of(request).describe(uuid)
         if described is None:
-            raise HTTPException(404, f"no job {uuid} was posted here")
+            raise HTTPException(404, f"no job {uuid} on the board or done here")
         return described
 
     @app.get("/health")
