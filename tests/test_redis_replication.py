@@ -252,6 +252,7 @@ async def test_confirmed_changes_succeed(
         await claim.consume()
     claim = await board.claim(await _first(board), "w")
     await claim.abandon()
+    await board.cancel(await board.post("cancelled"), "not wanted")
     assert await board.job_count() == 1
 
 
@@ -318,6 +319,22 @@ async def test_an_unconfirmed_consume_is_logged(
     assert claim.state is ajb.ClaimState.CONSUMED
     assert "may bring their jobs back" in caplog.text
     assert await board.job_count() == 0
+
+
+async def test_an_unconfirmed_cancel_is_logged(
+    waiting: tuple[ajb.JobBoard, DroppingProxy], caplog: pytest.LogCaptureFixture
+) -> None:
+    board, proxy = waiting
+    job = await board.post("x")
+    proxy.hold()
+    with caplog.at_level(logging.WARNING, "aiojobboard.boards.redis"):
+        await board.cancel(job, "not wanted")
+    assert f"the cancel of job {job.uuid}" in caplog.text
+    assert "may bring the job back" in caplog.text
+    assert await board.job_count() == 0
+    proxy.release()
+    with pytest.raises(ajb.NotFound):
+        await board.cancel(job)
 
 
 async def test_an_unconfirmed_renewal_keeps_the_earlier_deadline(

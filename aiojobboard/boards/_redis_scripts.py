@@ -418,7 +418,7 @@ return {f[2] or '', attempt, token}
 """)
 
 #: ARGV: prefix, request id, uuid, reason. Removes the job whoever holds it,
-#: keeps the reason under ``cancelled:UUID``, and answers 'ok', or 'gone'.
+#: keeps the reason under ``cancelled:UUID``, and answers ["ok"], or ["gone"].
 CANCEL = _script("""
 local req, uuid, reason = ARGV[2], ARGV[3], ARGV[4]
 local answered = redis.call('GET', P .. 'req:' .. req)
@@ -427,7 +427,7 @@ if answered then
 end
 local key = P .. 'job:' .. uuid
 local f = fields(key, 's', 'o', 't', 'd')
-local answer = 'gone'
+local answer = '["gone"]'
 if f and f[1] then
   local owner = f[2] or ''
   if f[2] and (tonumber(f[4]) or 0) <= now_ms() then
@@ -440,7 +440,7 @@ if f and f[1] then
   redis.call('ZREM', ALL, uuid)
   redis.call('SET', P .. 'cancelled:' .. uuid, reason, 'PX', ANSWER_TTL)
   EVENTS[#EVENTS + 1] = {'TRASHED', uuid, f[3] or '0', owner, reason}
-  answer = 'ok'
+  answer = '["ok"]'
 end
 remember(req, answer)
 return answer

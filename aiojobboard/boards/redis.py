@@ -484,7 +484,7 @@ class RedisBoard(JobBoard):
                     await self._run("PRESENCE", 0, 0, *self._announced)
             self._announced = set()
         with suppress(rexc.RedisError, OSError):
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
         for client in [self._client, *self._sentinels]:
             with suppress(rexc.RedisError, rexc.RedisClusterException, OSError):
                 if isinstance(client, RedisCluster):
@@ -701,9 +701,23 @@ class RedisBoard(JobBoard):
         return JobStatus(JobState.CLAIMED, owner, int(attempt), int(token))
 
     async def _cancel(self, uuid: str, reason: str) -> None:
-        answer = await self._run("CANCEL", next(self._requests), uuid, reason)
-        if answer == "gone":
+        answer, confirmed = await self._change(
+            "CANCEL", next(self._requests), uuid, reason
+        )
+        if answer == ["gone"]:
             raise NotFound(f"job {uuid} is no longer on the board")
+        if not confirmed:
+            # As with a finish: the primary trashed it; cancelling again
+            # would only find it gone.
+            logger.warning(
+                "the cancel of job %s on %s reached the primary, but fewer than "
+                "%d replicas confirmed it within %g s: a failover may bring the "
+                "job back",
+                uuid,
+                self._url,
+                self._settings.replicas,
+                self._settings.replica_timeout,
+            )
 
     # -- presence -------------------------------------------------------------
 
@@ -1035,7 +1049,7 @@ def _clients(settings: _Settings) -> list[aioredis.Redis | RedisCluster]:
         "socket_timeout": settings.socket_timeout,
         "socket_connect_timeout": settings.connect_timeout,
     }
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         settings.hosts, sentinel_kwargs=sentinel_kwargs
     )
     client: aioredis.Redis = sentinel.master_for(
