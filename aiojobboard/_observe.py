@@ -45,6 +45,8 @@ _HOOKS = (
     "on_claimed",
     "on_finished",
     "on_lost",
+    "on_expired",
+    "on_cancelled",
     "on_renewed",
     "on_busy",
     "job_run",
@@ -98,6 +100,14 @@ class Instrument:
 
     def on_lost(self, board: JobBoard, job: Job, owner: str, reason: str) -> None:
         """A claim on *job* held by *owner* through *board* was lost."""
+
+    def on_expired(self, board: JobBoard, job: Job, owner: str) -> None:
+        """The claim on *job* held by *owner* was lost for want of its lease:
+        it ran out, the board refused to renew it, or (ZooKeeper) the session
+        ended. Called after :meth:`on_lost`, which counts it too."""
+
+    def on_cancelled(self, board: JobBoard, job: Job, reason: str) -> None:
+        """*job* was cancelled through *board* (``board.cancel()``)."""
 
     def on_renewed(self, board: JobBoard, count: int) -> None:
         """*board* renewed the leases of *count* claims."""
@@ -217,6 +227,22 @@ def lost(board: JobBoard, job: Job, owner: str, reason: str) -> None:
             obj.on_lost(board, job, owner, reason)
         except Exception:
             _failed(obj, "on_lost")
+
+
+def expired(board: JobBoard, job: Job, owner: str) -> None:
+    for obj in _BY_HOOK["on_expired"]:
+        try:
+            obj.on_expired(board, job, owner)
+        except Exception:
+            _failed(obj, "on_expired")
+
+
+def cancelled(board: JobBoard, job: Job, reason: str) -> None:
+    for obj in _BY_HOOK["on_cancelled"]:
+        try:
+            obj.on_cancelled(board, job, reason)
+        except Exception:
+            _failed(obj, "on_cancelled")
 
 
 def renewed(board: JobBoard, count: int) -> None:

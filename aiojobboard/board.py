@@ -296,7 +296,9 @@ class JobBoard(abc.ABC):
         _check_reason(reason)
         self._check_open()
         await self._cancel(job.uuid, reason)
-        logger.debug("cancelled job %s (%r): %s", job.uuid, job.name, reason)
+        logger.debug("cancelled job %s (%r): %r", job.uuid, job.name, reason)
+        if _observe.INSTRUMENTS:
+            _observe.cancelled(self, job, reason)
         claim = self._held.get(job.uuid)
         if claim is not None:
             self._lose_to_cancel(claim, reason)
@@ -429,7 +431,9 @@ class JobBoard(abc.ABC):
         if event.kind is EventKind.EXPIRED:
             claim = self._held.get(event.job_uuid)
             if claim is not None and claim.token == event.token:
-                self._lose(claim, f"its lease of {claim.lease:g} s ran out")
+                self._lose(
+                    claim, f"its lease of {claim.lease:g} s ran out", expired=True
+                )
         elif event.kind is EventKind.TRASHED and event.reason is not None:
             # A cancel: the job is gone, so the claim is over whatever its token.
             claim = self._held.get(event.job_uuid)
@@ -681,7 +685,8 @@ class JobBoard(abc.ABC):
         if _observe.INSTRUMENTS:
             _observe.finished(self, claim.job, claim.owner, how.value)
 
-    def _lose(self, claim: Claim, reason: str) -> None:
+    def _lose(self, claim: Claim, reason: str, *, expired: bool = False) -> None:
+        """Lose *claim*; *expired* if for want of its lease."""
         if self._held.get(claim.job.uuid) is claim:
             del self._held[claim.job.uuid]
             self._presence_changed()
@@ -689,6 +694,8 @@ class JobBoard(abc.ABC):
         claim.set_lost(reason)
         if held and _observe.INSTRUMENTS:
             _observe.lost(self, claim.job, claim.owner, reason)
+            if expired:
+                _observe.expired(self, claim.job, claim.owner)
 
     async def _abandon_quietly(self, claim: Claim) -> None:
         try:
@@ -733,7 +740,9 @@ class JobBoard(abc.ABC):
             wake_at = math.inf
             for claim in list(self._held.values()):
                 if claim.expires_at <= now:
-                    self._lose(claim, f"its lease of {claim.lease:g} s ran out")
+                    self._lose(
+                        claim, f"its lease of {claim.lease:g} s ran out", expired=True
+                    )
                 elif claim.renew_at <= now + claim.lease / 12:
                     due.append(claim)
                 else:
@@ -772,7 +781,7 @@ class JobBoard(abc.ABC):
                 # renewal: the finish's own answer decides what happened.
                 claim.renew_at = time.monotonic() + min(1.0, claim.lease / 10)
             else:
-                self._lose(claim, "the board refused to renew it")
+                self._lose(claim, "the board refused to renew it", expired=True)
         if _observe.INSTRUMENTS:
             _observe.renewed(self, sum(answers))
 

@@ -159,10 +159,18 @@ async def test_metrics_after_a_scripted_run(
         "jobs_abandoned_total": 1,
         "jobs_trashed_total": 1,
         "claims_lost_total": 1,
+        "claims_expired_total": 1,
         "claim_latency_seconds_count": 6,
     }
     found = {name: sample(registry, name, board=label) for name in expected}
     assert found == expected
+    # A cancel counts once, and the claim it ends counts as lost, not expired.
+    cancelled = await board.claim(await board.post("job-5"), "w")
+    await board.cancel(cancelled.job, "not wanted")
+    assert cancelled.lost
+    assert sample(registry, "jobs_cancelled_total", board=label) == 1
+    assert sample(registry, "claims_lost_total", board=label) == 2
+    assert sample(registry, "claims_expired_total", board=label) == 1
     latency = sample(registry, "claim_latency_seconds_sum", board=label)
     assert latency is not None
     assert 0 < latency < 6 * 5

@@ -605,10 +605,42 @@ async def test_a_cancel_missed_by_the_watch_is_found_on_rebuild() -> None:
         assert claim.held
         del holder._apply  # type: ignore[attr-defined]
         await holder._rebuild(announce=True)  # type: ignore[attr-defined]
-        async with asyncio.timeout(1):
+        async with asyncio.timeout(10):
             while not claim.lost:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         assert claim.cancel_reason == "gone fishing"
+
+
+async def test_a_failed_rebuild_is_tried_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url = fresh_url()
+    async with ajb.connect(url) as board, ajb.connect(url) as poster:
+        # The watch's events are lost, as across a reconnect...
+        board._apply = lambda event: None  # type: ignore[attr-defined]
+        job = await poster.post("posted meanwhile")
+        del board._apply  # type: ignore[attr-defined]
+        # ...and the first reads of the rebuild fail: a server that answers
+        # nothing cannot be made to fail just these reads.
+        client = board._client  # type: ignore[attr-defined]
+        children = client.children
+        failures: list[str] = []
+
+        async def flaky(path: str) -> list[str]:
+            if len(failures) < 2:
+                failures.append(path)
+                raise ajb.ConnectionLost("no answer")
+            return await children(path)  # type: ignore[no-any-return]
+
+        client.children = flaky
+        with caplog.at_level(logging.WARNING, "aiojobboard.boards.zookeeper"):
+            await asyncio.wait_for(board._recover(None), 10)  # type: ignore[attr-defined]
+        assert len(failures) == 2
+        assert caplog.text.count("could not rebuild the view") == 2
+        claim = await board.claim_next("w")
+        assert claim is not None
+        assert claim.job.uuid == job.uuid
+        await claim.consume()
 
 
 async def test_a_dead_sessions_presence_goes_with_it() -> None:

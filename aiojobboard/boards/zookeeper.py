@@ -255,6 +255,8 @@ class ZooKeeperBoard(JobBoard):
         self._announced: dict[str, tuple[str, ...]] = {}
         self._announced_at = -float("inf")
         self._announcer: asyncio.Task[None] | None = None
+        #: The rebuild of the view after the latest reconnect.
+        self._recovery: asyncio.Task[None] | None = None
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._buffer: list[zk.NodeEvent] | None = None
         self._rebuilt = asyncio.Event()
@@ -412,6 +414,9 @@ class ZooKeeperBoard(JobBoard):
         ]
 
     async def _get_job(self, uuid: str) -> Job | None:
+        # The view may not have heard yet of a change another connection
+        # made: one round trip brings it up to the server.
+        await self._sync()
         entry = await self._entry_of(uuid)
         if entry is None:
             return None
@@ -895,8 +900,15 @@ class ZooKeeperBoard(JobBoard):
 
     async def _sync(self) -> None:
         """Make the view as fresh as the server, by one round trip."""
-        async with asyncio.timeout(self._client.call_timeout):
-            await self._rebuilt.wait()
+        try:
+            async with asyncio.timeout(self._client.call_timeout):
+                await self._rebuilt.wait()
+        except TimeoutError:
+            raise ConnectionLost(
+                f"ZooKeeper for {self.url} was reached again, but this "
+                f"connection's view of the board was not rebuilt within "
+                f"{self._client.call_timeout:g} s"
+            ) from None
         await self._client.exists(self._root)
 
     # -- the view: applying the watch's events --------------------------------
@@ -1087,14 +1099,14 @@ class ZooKeeperBoard(JobBoard):
                 self._client.session_id or 0,
             )
             self._rebuilt.clear()
-            self._spawn(self._recover())
+            self._recovery = self._spawn(self._recover(self._recovery))
             # A new session has none of the old one's presence nodes.
             self._on_presence_changed()
 
     def _lose_all(self, reason: str) -> None:
         """Lose every claim held through this connection, and say so."""
         for claim in list(self._held.values()):
-            self._lose(claim, reason)
+            self._lose(claim, reason, expired=True)
             self._deliver(
                 JobEvent(
                     EventKind.EXPIRED,
@@ -1104,11 +1116,30 @@ class ZooKeeperBoard(JobBoard):
                 )
             )
 
-    async def _recover(self) -> None:
-        try:
-            await self._rebuild(announce=True)
-        except JobBoardError as error:
-            logger.warning("could not rebuild the view of %s: %s", self.url, error)
+    async def _recover(self, previous: asyncio.Task[None] | None) -> None:
+        """Rebuild the view after a reconnect, again until it works.
+
+        A view left stale would hide the jobs posted meanwhile from this
+        connection's claimers until the next reconnect.
+        """
+        if previous is not None:
+            # One rebuild at a time: each replaces the view and its buffer.
+            previous.cancel()
+            await asyncio.wait([previous])
+        delay = 0.1
+        while True:
+            try:
+                await self._rebuild(announce=True)
+                break
+            except JobBoardError as error:
+                logger.warning(
+                    "could not rebuild the view of %s, trying again in %g s: %s",
+                    self.url,
+                    delay,
+                    error,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
         self._resync()
         await self._release_orphans()
 

@@ -92,6 +92,11 @@ class PrometheusMetrics(Instrument):
         self.abandoned = counter("jobs_abandoned", "Jobs given back to the board.")
         self.trashed = counter("jobs_trashed", "Jobs trashed by their holder.")
         self.lost = counter("claims_lost", "Claims lost before they were finished.")
+        self.expired = counter(
+            "claims_expired",
+            "Claims lost for want of their lease (counted as lost too).",
+        )
+        self.cancelled = counter("jobs_cancelled", "Jobs cancelled by an operator.")
         self.renewals = counter("lease_renewals", "Leases renewed.")
         self.claim_latency = Histogram(
             f"{prefix}_claim_latency_seconds",
@@ -143,6 +148,12 @@ class PrometheusMetrics(Instrument):
     def on_lost(self, board: JobBoard, job: Job, owner: str, reason: str) -> None:
         self._of(board).lost.inc()
 
+    def on_expired(self, board: JobBoard, job: Job, owner: str) -> None:
+        self._of(board).expired.inc()
+
+    def on_cancelled(self, board: JobBoard, job: Job, reason: str) -> None:
+        self._of(board).cancelled.inc()
+
     def on_renewed(self, board: JobBoard, count: int) -> None:
         if count:
             self._of(board).renewals.inc(count)
@@ -177,9 +188,11 @@ class _Bound:
     """The metrics of one board, their labels bound."""
 
     __slots__ = (
+        "cancelled",
         "claim_latency",
         "claimed",
         "depth",
+        "expired",
         "finished",
         "label",
         "lost",
@@ -192,6 +205,8 @@ class _Bound:
         self.posted = metrics.posted.labels(label)
         self.claimed = metrics.claimed.labels(label)
         self.lost = metrics.lost.labels(label)
+        self.expired = metrics.expired.labels(label)
+        self.cancelled = metrics.cancelled.labels(label)
         self.renewals = metrics.renewals.labels(label)
         self.claim_latency = metrics.claim_latency.labels(label)
         self.depth = metrics.depth.labels(label)
