@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -59,9 +60,9 @@ async def other(board: ajb.JobBoard) -> AsyncIterator[ajb.JobBoard]:
         yield opened
 
 
-def client_for(app: Any) -> httpx.AsyncClient:
+def client_for(app: Any, host: str = "localhost:8080") -> httpx.AsyncClient:
     transport = httpx.ASGITransport(app=app)
-    return httpx.AsyncClient(transport=transport, base_url="http://dashboard")
+    return httpx.AsyncClient(transport=transport, base_url=f"http://{host}")
 
 
 @pytest.fixture
@@ -426,6 +427,47 @@ def test_create_app_wants_a_board() -> None:
         create_app("memory://")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1:8080", "[::1]:8080", "LOCALHOST"])
+async def test_loopback_names_are_answered(board: ajb.JobBoard, host: str) -> None:
+    async with client_for(create_app(board), host) as client:
+        assert (await client.get("/api/jobs")).status_code == 200
+
+
+async def test_another_host_name_is_refused(
+    board: ajb.JobBoard, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A page whose name was pointed at 127.0.0.1 sends its own name as Host.
+    job = await board.post("x")
+    async with client_for(create_app(board), "evil.example:8080") as client:
+        read = await client.get(f"/api/jobs/{job.uuid}")
+        cancel = await client.post(
+            f"/api/jobs/{job.uuid}/cancel",
+            json={},
+            headers={"Sec-Fetch-Site": "same-origin"},
+        )
+        page = await client.get("/")
+
+    for response in (read, cancel, page):
+        assert response.status_code == 400
+        assert "does not answer to host 'evil.example'" in error_of(response)
+    assert await board.job_count() == 1
+    assert "refused a request for host 'evil.example'" in caplog.text
+
+
+async def test_allowed_hosts_are_named_or_any(board: ajb.JobBoard) -> None:
+    named = create_app(board, allowed_hosts=["Board.Example"])
+    async with client_for(named, "board.example") as client:
+        assert (await client.get("/api/jobs")).status_code == 200
+    async with client_for(named, "localhost") as client:
+        assert (await client.get("/api/jobs")).status_code == 400
+    async with client_for(create_app(board, allowed_hosts=["*"]), "any") as client:
+        assert (await client.get("/api/jobs")).status_code == 200
+    with pytest.raises(TypeError, match="list of host names"):
+        create_app(board, allowed_hosts="localhost")
+    with pytest.raises(ValueError, match="not a host name"):
+        create_app(board, allowed_hosts=[""])
+
+
 # -- the event stream, over a real server -----------------------------------------
 
 
@@ -582,23 +624,28 @@ def test_serve_stops_cleanly_on_sigint_with_a_stream_open() -> None:
         text=True,
         cwd=ROOT,
     ) as server:
-        assert server.stdout is not None
-        line = server.stdout.readline()
-        assert line.startswith("serving memory://"), line
-        address = line.split()[-1]
-        assert address.startswith("http://127.0.0.1:")
+        try:
+            assert server.stdout is not None
+            ready, _, _ = select.select([server.stdout], [], [], 30)
+            assert ready, "serve printed nothing in 30 s"
+            line = server.stdout.readline()
+            assert line.startswith("serving memory://"), line
+            address = line.split()[-1]
+            assert address.startswith("http://127.0.0.1:")
 
-        with (
-            httpx.Client(timeout=10) as http,
-            http.stream("GET", address + "api/events") as response,
-        ):
-            lines = response.iter_lines()
-            assert next(lines) == "retry: 2000"
-            started = time.monotonic()
-            server.send_signal(signal.SIGINT)
-            rest = list(lines)  # ends when the server ends the stream
-        _, err = server.communicate(timeout=20)
-        stopped = time.monotonic() - started
+            with (
+                httpx.Client(timeout=10) as http,
+                http.stream("GET", address + "api/events") as response,
+            ):
+                lines = response.iter_lines()
+                assert next(lines) == "retry: 2000"
+                started = time.monotonic()
+                server.send_signal(signal.SIGINT)
+                rest = list(lines)  # ends when the server ends the stream
+            _, err = server.communicate(timeout=20)
+            stopped = time.monotonic() - started
+        finally:
+            server.kill()
 
     assert server.returncode == 0, err
     assert "Traceback" not in err
@@ -893,6 +940,11 @@ def test_the_browser_test_says_why_it_would_skip(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "chromium")
+    ran: list[list[str]] = []
+    monkeypatch.setattr(
+        subprocess, "run", lambda argv, **kwargs: ran.append(list(argv))
+    )
 
     with pytest.raises(pytest.skip.Exception, match="could not install"):
         chromium_or_skip()
+    assert ran == [[str(ROOT / "scripts" / "services" / "chromium")]]

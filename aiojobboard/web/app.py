@@ -14,17 +14,26 @@ import contextlib
 import enum
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any, cast
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..board import MAX_REASON, JobBoard
 from ..book.base import BookStore
@@ -85,10 +94,20 @@ class Forbidden(Refused):
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def build_app(board: JobBoard, *, books: BookStore | None = None) -> Starlette:
+#: The host names a dashboard answers to unless told others.
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def build_app(
+    board: JobBoard,
+    *,
+    books: BookStore | None = None,
+    allowed_hosts: Iterable[str] = LOCAL_HOSTS,
+) -> Starlette:
     """Build the dashboard application; see :func:`aiojobboard.web.create_app`."""
     if not isinstance(board, JobBoard):
         raise TypeError(f"expected a JobBoard, not {type(board).__name__}")
+    hosts = _host_names(allowed_hosts)
     api = _Api(board, books if books is not None else board.books)
 
     routes = [
@@ -105,10 +124,67 @@ def build_app(board: JobBoard, *, books: BookStore | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
+        middleware=[] if hosts is None else [Middleware(_HostCheck, hosts=hosts)],
         lifespan=api.lifespan,
     )
     app.state.streams = api.streams
     return app
+
+
+def _host_names(allowed: Iterable[str]) -> frozenset[str] | None:
+    """The allowed host names, lowercased and without brackets; ``None``
+    if ``"*"`` allows any."""
+    if isinstance(allowed, str):
+        raise TypeError("allowed_hosts must be a list of host names, not a str")
+    names = set()
+    for name in allowed:
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"not a host name: {name!r}")
+        if name == "*":
+            return None
+        names.add(name.strip().strip("[]").lower())
+    return frozenset(names)
+
+
+class _HostCheck:
+    """Refuse requests whose Host header names a host not allowed.
+
+    A page on another site can point its own name at 127.0.0.1 (DNS
+    rebinding) and then read and act on a dashboard there as same-origin;
+    its requests still carry that name in Host, which this refuses.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str]) -> None:
+        self.app = app
+        self.hosts = hosts
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            host = _host_of(Headers(scope=scope).get("host", ""))
+            if host not in self.hosts:
+                logger.warning(
+                    "refused a request for host %r, which the dashboard does "
+                    "not answer to (allowed: %s)",
+                    host,
+                    ", ".join(sorted(self.hosts)),
+                )
+                response = _error_response(
+                    400,
+                    f"this dashboard does not answer to host {host!r}; "
+                    "allow it with allowed_hosts (aiojobboard serve "
+                    "--allowed-host NAME)",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _host_of(header: str) -> str:
+    """The host name of a Host header, without port or brackets."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if ":" in header else header
 
 
 class Streams:
@@ -169,6 +245,19 @@ class _Api:
                     found.append(_job_record(job, status, now))
             batch.clear()
 
+        if state is JobState.CLAIMED or owner:
+            # Held jobs are found through who holds them, so that a board of
+            # many unclaimed jobs is not walked to find a few claimed ones.
+            held = [
+                job
+                for job in await self._held_jobs(owner)
+                if name in job.name.casefold()
+            ]
+            for start in range(0, len(held), STATUS_BATCH):
+                batch.extend(held[start : start + STATUS_BATCH])
+                await flush()
+            return found
+
         only_unclaimed = state is JobState.UNCLAIMED
         async for job in self.board.iterjobs(only_unclaimed=only_unclaimed):
             if name and name not in job.name.casefold():
@@ -181,6 +270,20 @@ class _Api:
         if batch and len(found) < limit:
             await flush()
         return found
+
+    async def _held_jobs(self, owner: str) -> list[Job]:
+        """The jobs that live consumers say they hold, in board order."""
+        uuids = {
+            uuid
+            for worker in await self.board.workers()
+            if owner in worker.name.casefold()
+            for uuid in worker.holding
+        }
+        jobs = await asyncio.gather(*(_job_or_none(self.board, u) for u in uuids))
+        return sorted(
+            (job for job in jobs if job is not None),
+            key=lambda job: (-int(job.priority), job.sequence),
+        )
 
     async def job_detail(self, request: Request) -> Any:
         job = await self.board.get_job(_uuid(request))
@@ -215,7 +318,7 @@ class _Api:
         uuid = _uuid(request)
         job = await self.board.get_job(uuid)
         await self.board.cancel(job, reason=reason)
-        logger.info("cancelled job %s from the dashboard: %s", uuid, reason)
+        logger.info("cancelled job %s from the dashboard: %r", uuid, reason)
         return {"uuid": uuid, "cancelled": True, "reason": reason}
 
     async def list_workers(self, request: Request) -> Any:
@@ -316,6 +419,13 @@ async def _send_text(send: Send, text: str) -> None:
 
 
 # -- asking the board ---------------------------------------------------------
+
+
+async def _job_or_none(board: JobBoard, uuid: str) -> Job | None:
+    try:
+        return await board.get_job(uuid)
+    except NotFound:
+        return None  # finished since its holder announced it
 
 
 async def _status_or_none(board: JobBoard, job: Job) -> JobStatus | None:

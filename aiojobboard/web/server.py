@@ -7,7 +7,7 @@ import contextlib
 import signal
 import socket
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 
 import uvicorn
 
@@ -96,9 +96,10 @@ async def run_server(
     books: BookStore | None,
     host: str,
     port: int,
+    hosts: Iterable[str],
     on_ready: Callable[[str], None] | None,
 ) -> None:
-    app = build_app(board, books=books)
+    app = build_app(board, books=books, allowed_hosts=hosts)
     streams: Streams = app.state.streams
     sock = listen(host, port)
     config = uvicorn.Config(
