@@ -1,7 +1,8 @@
 """The ``aiojobboard`` command: look at a board, post to it, trash and cancel.
 
 The board URL comes first, then the command, so that a shell alias can hold
-the URL: ``aiojobboard redis://host/0 jobs``. Exit codes: 0 on success, 1
+the URL: ``aiojobboard redis://host/0 jobs``; the command may come first too,
+with the URL anywhere among its arguments. Exit codes: 0 on success, 1
 when the board said no (not found, not the owner, already claimed), 2 for a
 usage error or bad input, 3 when the server could not be reached.
 """
@@ -13,6 +14,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncGenerator, Sequence
@@ -76,21 +78,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(exc, EXIT_REFUSED)
 
 
-def _url_first(argv: Sequence[str]) -> list[str]:
-    """Accept ``COMMAND BOARD_URL ...`` as well as ``BOARD_URL COMMAND ...``.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
-    A command name never holds ``://`` and a board URL always does, so the
-    two orders cannot be confused.
+
+def _url_first(argv: Sequence[str]) -> list[str]:
+    """Accept ``COMMAND ... BOARD_URL ...`` as well as ``BOARD_URL COMMAND ...``.
+
+    A command name never holds ``://`` and a board URL always begins with a
+    scheme and ``://``, so the two orders cannot be confused: the first such
+    argument after the command, unless it is the value of ``--books``, moves
+    in front of it.
     """
     args = list(argv)
     first = next((i for i, arg in enumerate(args) if not arg.startswith("-")), None)
-    if (
-        first is not None
-        and first + 1 < len(args)
-        and args[first] in COMMANDS
-        and "://" in args[first + 1]
-    ):
-        args[first], args[first + 1] = args[first + 1], args[first]
+    if first is None or args[first] not in COMMANDS:
+        return args
+    for i in range(first + 1, len(args)):
+        if _URL.match(args[i]) and args[i - 1] != "--books":
+            args.insert(first, args.pop(i))
+            break
     return args
 
 
@@ -191,6 +197,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--port", type=_port, default=8080, help="0 picks a free one (default 8080)"
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the dashboard is reached under, besides localhost "
+        "and --host (repeatable; '*' allows any)",
     )
 
     demo = commands.add_parser(
@@ -464,7 +478,12 @@ async def cmd_serve(board: JobBoard, args: argparse.Namespace, p: _Printer) -> N
             books = await stack.enter_async_context(booklib.connect(args.books))
         try:
             await web.serve(
-                board, books=books, host=args.host, port=args.port, on_ready=ready
+                board,
+                books=books,
+                host=args.host,
+                port=args.port,
+                allowed_hosts=args.allowed_host,
+                on_ready=ready,
             )
         except OSError as exc:
             raise UsageError(
@@ -657,12 +676,14 @@ def _event_record(event: JobEvent) -> dict[str, Any]:
         "owner": event.owner,
         "token": event.token,
         "at": event.at.isoformat(),
+        "reason": event.reason,
     }
 
 
 def _event_line(event: JobEvent) -> str:
     who = f" by {event.owner}" if event.owner else ""
-    return f"{event.at.isoformat()}  {event.kind.name:<9}  {event.job_uuid}{who}"
+    why = f": {event.reason!r}" if event.reason is not None else ""
+    return f"{event.at.isoformat()}  {event.kind.name:<9}  {event.job_uuid}{who}{why}"
 
 
 if __name__ == "__main__":

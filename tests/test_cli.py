@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -149,18 +150,35 @@ def test_trash_claims_an_unclaimed_job_and_trashes_it(
     assert run_cli(capsys, url, "jobs", "--json")[1] == ""
 
 
+HoldFirst = Callable[..., None]
+
+
+@pytest.fixture
+def hold_first() -> Iterator[HoldFirst]:
+    """Claim the first job of a URL through a connection open until teardown."""
+    boards: list[ajb.JobBoard] = []
+
+    async def hold(url: str, owner: str) -> ajb.JobBoard:
+        board = await ajb.connect(url)
+        job = await anext(job async for job in board.iterjobs())
+        await board.claim(job, owner)
+        return board
+
+    def hold_first(url: str, owner: str = "holder") -> None:
+        # Not closed yet: closing would abandon the claim the test needs.
+        boards.append(asyncio.run(hold(url, owner)))
+
+    yield hold_first
+    for board in boards:
+        asyncio.run(board.close())
+
+
 def test_trash_of_a_claimed_job_needs_its_holder(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], hold_first: HoldFirst
 ) -> None:
     url = board_url()
     job_uuid = post(capsys, url, "junk")
-
-    async def hold() -> None:
-        board = await ajb.connect(url)
-        job = await anext(job async for job in board.iterjobs())
-        await board.claim(job, "holder")
-
-    asyncio.run(hold())
+    hold_first(url)
 
     code, _, err = run_cli(capsys, url, "trash", job_uuid)
     assert code == 1
@@ -179,18 +197,6 @@ def test_not_found_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> 
     assert err.count("\n") == 1
 
 
-def hold_first(url: str, owner: str = "holder") -> None:
-    """Claim the first job of *url* through a connection left open."""
-
-    async def hold() -> None:
-        board = await ajb.connect(url)
-        job = await anext(job async for job in board.iterjobs())
-        await board.claim(job, owner)
-        # Not closed: closing would abandon the claim the test needs.
-
-    asyncio.run(hold())
-
-
 def test_cancel_an_unclaimed_job(capsys: pytest.CaptureFixture[str]) -> None:
     url = board_url()
     job_uuid = post(capsys, url, "junk")
@@ -205,7 +211,7 @@ def test_cancel_an_unclaimed_job(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cancel_a_held_job_names_its_holder(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], hold_first: HoldFirst
 ) -> None:
     url = board_url()
     job_uuid = post(capsys, url, "junk")
@@ -236,7 +242,9 @@ def test_cancel_with_an_empty_reason_exits_2(
     assert json.loads(run_cli(capsys, url, "jobs", "--json")[1])["uuid"] == job_uuid
 
 
-def test_workers_lists_holders(capsys: pytest.CaptureFixture[str]) -> None:
+def test_workers_lists_holders(
+    capsys: pytest.CaptureFixture[str], hold_first: HoldFirst
+) -> None:
     url = board_url()
     code, out, _ = run_cli(capsys, url, "workers")
     assert (code, out.split()) == (0, ["NAME", "HOST", "PID", "UP", "SEEN", "HOLDING"])
@@ -307,7 +315,7 @@ async def test_watch_prints_count_events_then_stops(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     url = board_url()
-    args = cli.build_parser().parse_args([url, "watch", "--count", "2"])
+    args = cli.build_parser().parse_args([url, "watch", "--count", "3"])
     out = io.StringIO()
     watching = asyncio.create_task(cli.run(args, out))
     for _ in range(500):
@@ -318,7 +326,7 @@ async def test_watch_prints_count_events_then_stops(
     async with ajb.connect(url) as board:
         job = await board.post("seen")
         claim = await board.claim(job, "me")
-        await claim.consume()
+        await board.cancel(job, "not wanted")
         code = await asyncio.wait_for(watching, 5)
 
     lines = out.getvalue().splitlines()
@@ -326,7 +334,10 @@ async def test_watch_prints_count_events_then_stops(
     assert [line.split()[1:3] for line in lines] == [
         ["POSTED", job.uuid],
         ["CLAIMED", job.uuid],
+        ["TRASHED", job.uuid],
     ]
+    assert lines[2].endswith(f"{job.uuid} by me: 'not wanted'")
+    assert claim.cancel_reason == "not wanted"
 
 
 def test_demo_drains_its_jobs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -440,3 +451,37 @@ async def test_cancel_and_workers_as_processes_against_redis(redis_url: str) -> 
 
         again = await asyncio.to_thread(run_process, redis_url, "cancel", job.uuid)
         assert again.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["jobs", "memory://b"], ["memory://b", "jobs"]),
+        (["memory://b", "jobs"], ["memory://b", "jobs"]),
+        (["--json", "jobs", "memory://b"], ["--json", "memory://b", "jobs"]),
+        (
+            ["serve", "--port", "0", "memory://b"],
+            ["memory://b", "serve", "--port", "0"],
+        ),
+        (
+            ["show", "--books", "memory://k", "memory://b", "U"],
+            ["memory://b", "show", "--books", "memory://k", "U"],
+        ),
+        (
+            ["post", "x", "--details", '{"u": "http://x"}', "memory://b"],
+            ["memory://b", "post", "x", "--details", '{"u": "http://x"}'],
+        ),
+    ],
+)
+def test_the_command_may_come_before_the_url(
+    argv: list[str], expected: list[str]
+) -> None:
+    assert cli._url_first(argv) == expected
+
+
+def test_command_first_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    url = board_url()
+    code, out, err = run_cli(capsys, "post", "first", url)
+    assert (code, err) == (0, "")
+    code, shown, _ = run_cli(capsys, "show", out.strip(), "--json", url)
+    assert (code, json.loads(shown)["name"]) == (0, "first")
