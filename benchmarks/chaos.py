@@ -6,7 +6,8 @@ steady rate and several consumer processes claim and consume them, while
 consumers and the producer are killed, the server (or an ensemble member) is
 restarted and client connections are cut, at random from a seed. Then it
 drains the board and checks the ledger that every process wrote against the
-board, prints a table, and exits 1 on any duplicate, loss or stuck job.
+board, prints a table, and exits 1 on any duplicate, loss or stuck job, or
+when a crash, an unexpected error or an unfinished drain leaves it unsure.
 
     .venv/bin/python benchmarks/chaos.py --board redis|zookeeper \\
         [--seconds 60] [--consumers 4] [--seed N]

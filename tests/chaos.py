@@ -669,7 +669,13 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return self.verdict.ok
+        """No duplicate, loss or stuck job, and nothing that leaves it unsure:
+        a crash, an error no consumer expected, or a drain that ran out of time.
+        """
+        verdict = self.verdict
+        return (
+            verdict.ok and self.crashes == 0 and not verdict.errors and not verdict.left
+        )
 
 
 class _Child:
