@@ -376,6 +376,11 @@ class DroppingProxy:
             # have refused the connection.
             writer.close()
             return
+        if not self.passing:
+            # Cut while this connection was still opening.
+            for w in (writer, up_writer):
+                w.close()
+            return
         self._tasks.add(task)
         doomed = asyncio.Event()
         try:

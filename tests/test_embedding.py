@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,17 +18,20 @@ import aiojobboard as ajb
 
 from .conftest import REDIS_URL
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "examples"))
-import aiohttp_app
-import fastapi_app
-
 #: A served app: its base URL, and the app's state (to look at its Worker).
 Served = tuple[str, Any]
 Serve = Callable[..., AbstractAsyncContextManager[Served]]
 
 
+@pytest.fixture(autouse=True)
+def examples_importable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(Path(__file__).parent.parent / "examples")
+
+
 @asynccontextmanager
 async def serve_fastapi(url: str, **options: Any) -> AsyncIterator[Served]:
+    import fastapi_app
+
     app = fastapi_app.create_app(url, **options)
     config = uvicorn.Config(
         app, host="127.0.0.1", port=0, lifespan="on", ws="none", log_level="warning"
@@ -49,6 +51,8 @@ async def serve_fastapi(url: str, **options: Any) -> AsyncIterator[Served]:
 
 @asynccontextmanager
 async def serve_aiohttp(url: str, **options: Any) -> AsyncIterator[Served]:
+    import aiohttp_app
+
     app = aiohttp_app.create_app(url, **options)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -81,6 +85,19 @@ async def wait_for_state(
             if answer["state"] == state:
                 return answer
             await asyncio.sleep(0.02)
+
+
+def hold_jobs(resizer: Any) -> asyncio.Event:
+    """Keep each job the app's Worker claims from running until the event is set."""
+    release = asyncio.Event()
+    resize = resizer.worker.handler
+
+    async def held(job: ajb.Job, claim: ajb.Claim) -> None:
+        await release.wait()
+        await resize(job, claim)
+
+    resizer.worker.handler = held
+    return release
 
 
 async def post(client: httpx.AsyncClient, **body: Any) -> str:
@@ -130,10 +147,12 @@ async def test_a_running_job_shows_its_owner(serve: Serve) -> None:
         serve(memory_url()) as (base, resizer),
         httpx.AsyncClient(base_url=base) as client,
     ):
-        job = await post(client, image="a.png", width=1, height=1, work_seconds=0.5)
+        release = hold_jobs(resizer)
+        job = await post(client, image="a.png", width=1, height=1)
         answer = await wait_for_state(client, job, "CLAIMED")
         assert answer["owner"] == resizer.worker.name
         assert answer["result"] is None
+        release.set()
         await wait_for_state(client, job, "COMPLETE")
 
 
@@ -194,8 +213,10 @@ async def test_shutdown_drains_a_running_job(serve: Serve) -> None:
             serve(url) as (base, resizer),
             httpx.AsyncClient(base_url=base) as client,
         ):
+            release = hold_jobs(resizer)
             job = await post(client, image="big.png", width=9, height=9, work_seconds=1)
             await wait_for_state(client, job, "CLAIMED")
+            release.set()
         # The server is down: its Worker finished the job before the board closed.
         assert resizer.worker.consumed == 1
         assert resizer.results[job]["thumbnail"] == "big.png@9x9"

@@ -197,9 +197,14 @@ class Boards:
 
 
 def servers_for(kind: str) -> None:
-    if kind == "redis":
+    """Start the local server *kind* needs, unless the environment names one."""
+    if kind == "redis" and "AIOJOBBOARD_TEST_REDIS" not in os.environ:
         ensure_shared_redis()
-    elif kind == "zookeeper" and not answers_ruok(2181):
+    elif (
+        kind == "zookeeper"
+        and "AIOJOBBOARD_TEST_ZOOKEEPER" not in os.environ
+        and not answers_ruok(2181)
+    ):
         script = ROOT / "scripts" / "services" / "zookeeper"
         subprocess.run([str(script)], check=True, timeout=300)
 
@@ -207,8 +212,7 @@ def servers_for(kind: str) -> None:
 @pytest.fixture(params=["memory", "redis", "zookeeper"])
 async def boards(request: pytest.FixtureRequest) -> AsyncIterator[Boards]:
     kind: str = request.param
-    if kind != "memory" and "AIOJOBBOARD_TEST_ZOOKEEPER" not in os.environ:
-        servers_for(kind)
+    servers_for(kind)
     url = KITS[kind].url(f"fuzz-{uuid.uuid4().hex[:12]}")
     async with ajb.connect(url) as writer, ajb.connect(url) as reader:
         yield Boards(writer, reader)

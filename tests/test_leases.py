@@ -96,12 +96,18 @@ async def test_a_worker_outlives_an_unreachable_board(
         ran.set()
 
     worker = ajb.Worker(board, handler, name="w", concurrency=2)
+    running: asyncio.Task[None] | None = None
     try:
         board.down = True
         with caplog.at_level(logging.WARNING, logger="aiojobboard.worker"):
             running = asyncio.create_task(worker.run())
             await board.post("after the outage")
-            await asyncio.sleep(0.3)
+            async with asyncio.timeout(5):
+                while not any(  # noqa: ASYNC110
+                    "cannot reach its board" in record.getMessage()
+                    for record in caplog.records
+                ):
+                    await asyncio.sleep(0.01)
             assert not running.done()
             assert done == []
             board.down = False
@@ -111,9 +117,10 @@ async def test_a_worker_outlives_an_unreachable_board(
         messages = [record.getMessage() for record in caplog.records]
         assert sum("cannot reach its board" in m for m in messages) == 1
         assert sum("reaches its board again" in m for m in messages) == 1
-        await worker.stop()
-        await running
     finally:
+        await worker.stop()
+        if running is not None:
+            await running
         await board.close()
 
 

@@ -162,10 +162,12 @@ async def test_a_missed_cancel_is_noticed_by_the_sweep(url: str) -> None:
 
 async def test_presence_is_withdrawn_on_close(url: str, raw: aioredis.Redis) -> None:
     board = await ajb.connect(url)
-    await board.claim(await board.post("x"), "w")
-    prefix = f"ajb:{{{namespace_of(url)}}}:"
-    await wait_for_async(lambda: raw.hlen(prefix + "workers"), 1)
-    await board.close()
+    try:
+        await board.claim(await board.post("x"), "w")
+        prefix = f"ajb:{{{namespace_of(url)}}}:"
+        await wait_for_async(lambda: raw.hlen(prefix + "workers"), 1)
+    finally:
+        await board.close()
     assert await raw.hlen(prefix + "workers") == 0
     assert await raw.zcard(prefix + "workers:due") == 0
 
