@@ -197,68 +197,45 @@ def _failed(obj: Instrument, hook: str) -> None:
     logger.warning("instrument %r failed in %s", obj, hook, exc_info=True)
 
 
-def posted(board: JobBoard, count: int) -> None:
-    for obj in _BY_HOOK["on_posted"]:
+def _tell(hook: str, *args: object) -> None:
+    """Call *hook* of every instrument that overrides it, keeping its failures."""
+    for obj in _BY_HOOK[hook]:
         try:
-            obj.on_posted(board, count)
+            getattr(obj, hook)(*args)
         except Exception:
-            _failed(obj, "on_posted")
+            _failed(obj, hook)
+
+
+def posted(board: JobBoard, count: int) -> None:
+    _tell("on_posted", board, count)
 
 
 def claimed(board: JobBoard, job: Job, owner: str, latency_s: float) -> None:
-    for obj in _BY_HOOK["on_claimed"]:
-        try:
-            obj.on_claimed(board, job, owner, latency_s)
-        except Exception:
-            _failed(obj, "on_claimed")
+    _tell("on_claimed", board, job, owner, latency_s)
 
 
 def finished(board: JobBoard, job: Job, owner: str, state: ClaimState) -> None:
-    for obj in _BY_HOOK["on_finished"]:
-        try:
-            obj.on_finished(board, job, owner, state)
-        except Exception:
-            _failed(obj, "on_finished")
+    _tell("on_finished", board, job, owner, state)
 
 
 def lost(board: JobBoard, job: Job, owner: str, reason: str) -> None:
-    for obj in _BY_HOOK["on_lost"]:
-        try:
-            obj.on_lost(board, job, owner, reason)
-        except Exception:
-            _failed(obj, "on_lost")
+    _tell("on_lost", board, job, owner, reason)
 
 
 def expired(board: JobBoard, job: Job, owner: str) -> None:
-    for obj in _BY_HOOK["on_expired"]:
-        try:
-            obj.on_expired(board, job, owner)
-        except Exception:
-            _failed(obj, "on_expired")
+    _tell("on_expired", board, job, owner)
 
 
 def cancelled(board: JobBoard, job: Job, reason: str) -> None:
-    for obj in _BY_HOOK["on_cancelled"]:
-        try:
-            obj.on_cancelled(board, job, reason)
-        except Exception:
-            _failed(obj, "on_cancelled")
+    _tell("on_cancelled", board, job, reason)
 
 
 def renewed(board: JobBoard, count: int) -> None:
-    for obj in _BY_HOOK["on_renewed"]:
-        try:
-            obj.on_renewed(board, count)
-        except Exception:
-            _failed(obj, "on_renewed")
+    _tell("on_renewed", board, count)
 
 
 def busy(worker: Worker) -> None:
-    for obj in _BY_HOOK["on_busy"]:
-        try:
-            obj.on_busy(worker, worker.busy)
-        except Exception:
-            _failed(obj, "on_busy")
+    _tell("on_busy", worker, worker.busy)
 
 
 def job_run(run: JobRun) -> AbstractContextManager[object]:
