@@ -1,7 +1,7 @@
 """What the operator calls cost, on a small board and on a large one.
 
     python benchmarks/operator_calls.py [--url redis://127.0.0.1:6379/0]
-        [--sizes 100,20000] [--calls 200]
+        [--sizes 300,20000] [--calls 200]
 
 For each board size, posts that many jobs under a fresh namespace (or path),
 runs a Worker of 64 consumers that holds 64 of them, and prints the median
@@ -100,7 +100,7 @@ async def drain(board: ajb.JobBoard) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--sizes", default="100,20000")
+    parser.add_argument("--sizes", default="300,20000")
     parser.add_argument("--calls", type=int, default=200)
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
