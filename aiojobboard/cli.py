@@ -24,8 +24,9 @@ from typing import Any, TextIO, cast
 
 from . import _demo, connect
 from . import book as booklib
+from ._records import book_record, event_record, job_record, worker_record
 from .board import JobBoard
-from .book.models import AtomDetail, FlowDetail, LogBook
+from .book.models import LogBook
 from .errors import ConnectionLost, InvalidJob, JobBoardError, NotFound, NotOwner
 from .events import JobEvent
 from .jobs import Job, JobPriority, JobState, JobStatus
@@ -294,7 +295,7 @@ async def cmd_jobs(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
             continue  # finished while the listing ran
 
         if p.json:
-            p.record(_job_record(job, status))
+            p.record(_job_json(job, status))
         else:
             rows.append(_job_row(job, status, now))
 
@@ -308,9 +309,9 @@ async def cmd_show(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
     job = await _find(board, args.uuid)
     status = await board.status(job)
     book = await _load_book(args.books, job.book_uuid)
-    record = _job_record(job, status)
+    record = _job_json(job, status)
     if book is not None:
-        record["book"] = _book_record(book)
+        record["book"] = book_record(book)
 
     if p.json:
         p.record(record)
@@ -333,7 +334,7 @@ async def cmd_post(board: JobBoard, args: argparse.Namespace, p: _Printer) -> No
     details = _parse_details(args.details)
     job = await board.post(args.name, details, priority=args.priority)
     if p.json:
-        p.record(_job_record(job, JobStatus(JobState.UNCLAIMED, None, 0, None)))
+        p.record(_job_json(job, JobStatus(JobState.UNCLAIMED, None, 0, None)))
     else:
         p.line(job.uuid)
 
@@ -381,7 +382,7 @@ async def cmd_workers(board: JobBoard, args: argparse.Namespace, p: _Printer) ->
     found = await board.workers()
     if p.json:
         for info in found:
-            p.record(_worker_record(info))
+            p.record(worker_record(info))
         return
 
     now = datetime.now(UTC)
@@ -405,7 +406,7 @@ async def cmd_watch(board: JobBoard, args: argparse.Namespace, p: _Printer) -> N
             event = await waiting
             seen += 1
             if p.json:
-                p.record(_event_record(event))
+                p.record(event_record(event))
             else:
                 p.line(_event_line(event))
             if args.count is None or seen < args.count:
@@ -542,20 +543,10 @@ def _default_owner() -> str:
     return f"{PROG}@{socket.gethostname()}:{os.getpid()}"
 
 
-def _job_record(job: Job, status: JobStatus) -> dict[str, Any]:
-    return {
-        "uuid": job.uuid,
-        "name": job.name,
-        "state": status.state.name,
-        "owner": status.owner,
-        "attempt": status.attempt,
-        "priority": job.priority.name,
-        "created_on": job.created_on.isoformat(),
-        "sequence": job.sequence,
-        "details": dict(job.details),
-        "book_uuid": job.book_uuid,
-        "book_name": job.book_name,
-    }
+def _job_json(job: Job, status: JobStatus) -> dict[str, Any]:
+    record = job_record(job, status, datetime.now(UTC))
+    record["details"] = dict(job.details)
+    return record
 
 
 def _job_row(job: Job, status: JobStatus, now: datetime) -> list[str]:
@@ -569,17 +560,6 @@ def _job_row(job: Job, status: JobStatus, now: datetime) -> list[str]:
         age,
         str(status.attempt),
     ]
-
-
-def _worker_record(info: WorkerInfo) -> dict[str, Any]:
-    return {
-        "name": info.name,
-        "host": info.host,
-        "pid": info.pid,
-        "since": info.since.isoformat(),
-        "seen": info.seen.isoformat(),
-        "holding": list(info.holding),
-    }
 
 
 def _worker_row(info: WorkerInfo, now: datetime) -> list[str]:
@@ -618,40 +598,6 @@ def _table(rows: list[list[str]]) -> list[str]:
     ]
 
 
-def _book_record(book: LogBook) -> dict[str, Any]:
-    return {
-        "uuid": book.uuid,
-        "name": book.name,
-        "meta": book.meta,
-        "created_at": book.created_at.isoformat(),
-        "updated_at": book.updated_at.isoformat() if book.updated_at else None,
-        "flows": [_flow_record(flow) for flow in book],
-    }
-
-
-def _flow_record(flow: FlowDetail) -> dict[str, Any]:
-    return {
-        "uuid": flow.uuid,
-        "name": flow.name,
-        "state": flow.state,
-        "meta": flow.meta,
-        "atoms": [_atom_record(atom) for atom in flow],
-    }
-
-
-def _atom_record(atom: AtomDetail) -> dict[str, Any]:
-    return {
-        "uuid": atom.uuid,
-        "name": atom.name,
-        "state": atom.state,
-        "intention": atom.intention,
-        "results": atom.results,
-        "failure": atom.failure,
-        "meta": atom.meta,
-        "version": atom.version,
-    }
-
-
 def _book_lines(book: LogBook) -> list[str]:
     lines = [f"{'flows:':<12}{len(book)}"]
     for flow in book:
@@ -667,17 +613,6 @@ def _book_lines(book: LogBook) -> list[str]:
 def _short(value: Any, width: int = 60) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-def _event_record(event: JobEvent) -> dict[str, Any]:
-    return {
-        "kind": event.kind.name,
-        "job_uuid": event.job_uuid,
-        "owner": event.owner,
-        "token": event.token,
-        "at": event.at.isoformat(),
-        "reason": event.reason,
-    }
 
 
 def _event_line(event: JobEvent) -> str:

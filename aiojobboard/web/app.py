@@ -35,13 +35,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .._records import book_record, job_record, worker_record
+from .._records import event_record as _event_record
 from ..board import MAX_REASON, JobBoard
 from ..book.base import BookStore
-from ..cli import _book_record
 from ..errors import BoardClosed, ConnectionLost, JobBoardError, NotFound
 from ..events import EventKind, JobEvent
 from ..jobs import Job, JobState, JobStatus
-from ..presence import WorkerInfo
 
 __all__ = ["EventStream", "Streams", "build_app", "event_record"]
 
@@ -242,7 +242,7 @@ class _Api:
                 if owner and owner not in (status.owner or "").casefold():
                     continue
                 if len(found) < limit:
-                    found.append(_job_record(job, status, now))
+                    found.append(job_record(job, status, now))
             batch.clear()
 
         if state is JobState.CLAIMED or owner:
@@ -288,7 +288,7 @@ class _Api:
     async def job_detail(self, request: Request) -> Any:
         job = await self.board.get_job(_uuid(request))
         status = await self.board.status(job)
-        record = _job_record(job, status, datetime.now(UTC))
+        record = job_record(job, status, datetime.now(UTC))
         record["details"] = dict(job.details)
         record["book"] = None
         record["book_error"] = None
@@ -304,7 +304,7 @@ class _Api:
                 except NotFound as exc:
                     record["book_error"] = str(exc)
                 else:
-                    record["book"] = _book_record(book)
+                    record["book"] = book_record(book)
         return record
 
     async def cancel(self, request: Request) -> Any:
@@ -322,7 +322,7 @@ class _Api:
         return {"uuid": uuid, "cancelled": True, "reason": reason}
 
     async def list_workers(self, request: Request) -> Any:
-        return [_worker_record(worker) for worker in await self.board.workers()]
+        return [worker_record(worker) for worker in await self.board.workers()]
 
     async def events(self, request: Request) -> Response:
         return EventStream(self.board, self.streams)
@@ -581,46 +581,11 @@ def _json_default(value: object) -> Any:
 # -- records ------------------------------------------------------------------
 
 
-def _job_record(job: Job, status: JobStatus, now: datetime) -> dict[str, Any]:
-    return {
-        "uuid": job.uuid,
-        "name": job.name,
-        "priority": job.priority.name,
-        "state": status.state.name,
-        "owner": status.owner,
-        "attempt": status.attempt,
-        "token": status.token,
-        "created_on": job.created_on.isoformat(),
-        "age": round(max((now - job.created_on).total_seconds(), 0.0), 3),
-        "sequence": job.sequence,
-        "book_uuid": job.book_uuid,
-        "book_name": job.book_name,
-    }
-
-
 def event_record(event: JobEvent) -> dict[str, Any]:
     """What the event stream says of *event*."""
-    record: dict[str, Any] = {
-        "kind": event.kind.name,
-        "job_uuid": event.job_uuid,
-        "owner": event.owner,
-        "token": event.token,
-        "reason": event.reason,
-        "at": event.at.isoformat(),
-    }
+    record = _event_record(event)
     job = event.job
     if job is not None and event.kind is EventKind.POSTED:
         unclaimed = JobStatus(JobState.UNCLAIMED, None, 0, None)
-        record["job"] = _job_record(job, unclaimed, datetime.now(UTC))
+        record["job"] = job_record(job, unclaimed, datetime.now(UTC))
     return record
-
-
-def _worker_record(worker: WorkerInfo) -> dict[str, Any]:
-    return {
-        "name": worker.name,
-        "host": worker.host,
-        "pid": worker.pid,
-        "since": worker.since.isoformat(),
-        "seen": worker.seen.isoformat(),
-        "holding": list(worker.holding),
-    }
