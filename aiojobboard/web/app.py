@@ -42,6 +42,7 @@ from ..book.base import BookStore
 from ..errors import BoardClosed, ConnectionLost, JobBoardError, NotFound
 from ..events import EventKind, JobEvent
 from ..jobs import Job, JobState, JobStatus
+from . import LOCAL_HOSTS
 
 __all__ = ["EventStream", "Streams", "build_app", "event_record"]
 
@@ -92,10 +93,6 @@ class Forbidden(Refused):
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]
-
-
-#: The host names a dashboard answers to unless told others.
-LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
 def build_app(
