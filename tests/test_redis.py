@@ -344,6 +344,47 @@ async def test_a_cancel_lost_with_the_connection_still_ends_the_claim(
         assert "stop it" in claim.lost_reason
 
 
+async def test_a_worker_outlives_a_cut_connection(
+    proxied: ajb.JobBoard,
+    proxy: DroppingProxy,
+    url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    done: list[str] = []
+    ran = asyncio.Event()
+
+    async def handler(job: ajb.Job, claim: ajb.Claim) -> None:
+        done.append(job.name)
+        ran.set()
+
+    def told(text: str) -> int:
+        return sum(text in record.getMessage() for record in caplog.records)
+
+    worker = ajb.Worker(proxied, handler, name="w", concurrency=2)
+    running: asyncio.Task[None] | None = None
+    try:
+        with caplog.at_level(logging.WARNING, logger="aiojobboard.worker"):
+            await proxy.cut()
+            running = asyncio.create_task(worker.run())
+            async with asyncio.timeout(30):
+                while not told("cannot reach its board"):  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            async with ajb.connect(url) as direct:
+                await direct.post("after the outage")
+            assert not running.done()
+            assert done == []
+            proxy.mend()
+            async with asyncio.timeout(30):
+                await ran.wait()
+        assert done == ["after the outage"]
+        assert told("cannot reach its board") == 1
+        assert told("reaches its board again") == 1
+    finally:
+        await worker.stop()
+        if running is not None:
+            await running
+
+
 async def test_a_lost_claim_reply_does_not_claim_twice(
     proxied: ajb.JobBoard, proxy: DroppingProxy, url: str
 ) -> None:
