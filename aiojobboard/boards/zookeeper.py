@@ -417,7 +417,10 @@ class ZooKeeperBoard(JobBoard):
         # The view may not have heard yet of a change another connection
         # made: one round trip brings it up to the server.
         await self._sync()
-        entry = await self._entry_of(uuid)
+        # Read from the view just synced: _entry_of would sync again for a
+        # job that is not there.
+        name = self._names.get(uuid)
+        entry = None if name is None else self._entries.get(name)
         if entry is None:
             return None
         return await self._loaded(entry)
